@@ -1,0 +1,131 @@
+"""JSON errors for the HTTP functions.
+
+Every HTTP function answers a bad request with a 4xx and a JSON body
+`{"error": <code>, "detail": <what was wrong and what to do>}`. Handlers
+raise `ApiError`; `json_api` turns it into that response and turns any
+other exception into a logged 500 that names an error id, never a trace.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import flask
+from werkzeug.exceptions import HTTPException
+
+from shared.logs import get_logger, log_event
+
+logger = get_logger(__name__)
+
+
+class ApiError(Exception):
+    """An error the client can fix, answered as `{error, detail}`."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def error_response(error: ApiError) -> flask.Response:
+    """Render an ApiError as a JSON response."""
+    body = {"error": error.error, "detail": error.detail, **error.extra}
+    response = flask.jsonify(body)
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def json_api(handler: Callable[[flask.Request], Any]) -> Callable[[flask.Request], Any]:
+    """Wrap an HTTP handler so errors become JSON `{error, detail}` bodies."""
+
+    @functools.wraps(handler)
+    def wrapper(request: flask.Request) -> Any:
+        try:
+            return handler(request)
+        except ApiError as error:
+            return error_response(error)
+        except HTTPException as error:
+            return error_response(
+                ApiError(
+                    error.code or 500,
+                    (error.name or "error").lower().replace(" ", "_"),
+                    error.description or error.name or "request failed",
+                )
+            )
+        except Exception:
+            error_id = str(uuid.uuid4())
+            log_event(
+                logger,
+                "http.unhandled_error",
+                level=40,
+                exc_info=True,
+                error_id=error_id,
+                path=request.path,
+                method=request.method,
+            )
+            return error_response(
+                ApiError(
+                    500,
+                    "internal_error",
+                    f"the server failed while handling this request; retry later "
+                    f"or report error id {error_id}",
+                )
+            )
+
+    return wrapper
+
+
+def route_parts(request: flask.Request) -> list[str]:
+    """Split the request path into its non-empty segments."""
+    return [part for part in request.path.split("/") if part]
+
+
+def method_not_allowed(request: flask.Request, allowed: str) -> ApiError:
+    return ApiError(
+        405,
+        "method_not_allowed",
+        f"{request.method} is not supported on {request.path}; use {allowed}",
+        headers={"Allow": allowed},
+    )
+
+
+def not_found(request: flask.Request) -> ApiError:
+    return ApiError(
+        404, "not_found", f"no route matches {request.method} {request.path}"
+    )
+
+
+def json_body(request: flask.Request) -> Any:
+    """Parse the body as JSON or raise a 400 that names the problem."""
+    raw = request.get_data(cache=True)
+    if not raw:
+        raise ApiError(400, "missing_body", "the request body is empty; send JSON")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ApiError(
+            400,
+            "invalid_encoding",
+            f"the body is not valid UTF-8 (byte {error.start}); send UTF-8 text",
+        ) from error
+    try:
+        return flask.json.loads(text)
+    except ValueError as error:
+        raise ApiError(
+            400, "invalid_json", f"the body is not valid JSON: {error}"
+        ) from error

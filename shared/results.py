@@ -1,0 +1,82 @@
+"""Results of a completed work request, as JSON or CSV.
+
+The jobs function stores a result as `{"columns": [...], "rows": [...]}`:
+one row (an object, or null when the model returned nothing for that
+input) per input, in input order, and the column names in the order the
+model first returned them. PostgreSQL's jsonb does not keep key order, so
+the column list does.
+
+In CSV, numbers stay numbers, booleans are `true`/`false`, a null is an
+empty cell, and text that a spreadsheet would run as a formula (starting
+with = + - @ or a tab or carriage return) gets a leading apostrophe.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def columns_of(rows: list[Any]) -> list[str]:
+    """Return the keys of all row objects, in order of first appearance."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        if isinstance(row, dict):
+            columns.update(dict.fromkeys(row))
+    return list(columns)
+
+
+def pack_result(rows: list[Any]) -> dict[str, Any]:
+    """Build the stored form of a model's rows."""
+    return {"columns": columns_of(rows), "rows": rows}
+
+
+def json_rows(inputs: list[str], result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return one object per input: the input, then the model's values."""
+    rows = []
+    for smiles, values in zip(inputs, result["rows"], strict=True):
+        row: dict[str, Any] = {"input": smiles}
+        for column in result["columns"]:
+            row[column] = values.get(column) if isinstance(values, dict) else None
+        rows.append(row)
+    return rows
+
+
+def csv_cell(value: Any) -> str:
+    """Render one value as CSV cell text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if isinstance(value, float) else str(value)
+    if isinstance(value, dict | list):
+        value = json.dumps(value, separators=(",", ":"))
+    text = str(value)
+    if text.startswith(FORMULA_PREFIXES):
+        return "'" + text
+    return text
+
+
+def csv_lines(inputs: list[str], result: dict[str, Any]) -> Iterator[str]:
+    """Yield the CSV text line by line (header first), quoted as needed."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    columns = ["input", *result["columns"]]
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow([csv_cell(column) for column in columns])
+    yield flush()
+    for row in json_rows(inputs, result):
+        writer.writerow([csv_cell(row[column]) for column in columns])
+        yield flush()

@@ -1,0 +1,105 @@
+"""Shared fixtures: a real PostgreSQL schema per test run, and the functions.
+
+TEST_DATABASE_URL picks the server (default: the local one on 127.0.0.1).
+Each run migrates its own schema, so runs never see each other's rows, and
+drops it at the end. Tables are emptied between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_SCHEMA = f"test_{uuid.uuid4().hex[:12]}"
+
+os.environ["DATABASE_URL"] = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+os.environ["DB_SCHEMA"] = TEST_SCHEMA
+os.environ["HUB_SECRET_KEY"] = secrets.token_urlsafe(48)
+os.environ["LOG_FORMAT"] = "text"
+os.environ.pop("K_SINK", None)
+os.environ.pop("LOCAL_RUNTIME_URL", None)
+
+from shared import migrate  # noqa: E402
+from shared.db import get_engine  # noqa: E402
+
+TABLES = ("model_instance_log", "work_request_data", "work_request", "model")
+
+
+@pytest.fixture(scope="session")
+def engine():
+    migrate.upgrade()
+    engine = get_engine()
+    yield engine
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA "{TEST_SCHEMA}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture
+def db(engine):
+    """Empty tables before each test; yield the engine."""
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    return engine
+
+
+@pytest.fixture
+def demo_models(db):
+    """Register one sync and one async model."""
+    from shared import catalog
+
+    with db.begin() as connection:
+        catalog.upsert_model(connection, "demo-molweight", execution_mode="sync")
+        catalog.upsert_model(connection, "demo-descriptors", execution_mode="async")
+        catalog.upsert_model(
+            connection, "demo-off", execution_mode="sync", enabled=False
+        )
+    return db
+
+
+def load_function(folder: str, target: str):
+    """Create the functions-framework app of one function."""
+    from functions_framework import create_app
+
+    source = ROOT / "functions" / folder / "main.py"
+    return create_app(target, str(source))
+
+
+@pytest.fixture
+def submit_client(db):
+    return load_function("submit", "submit").test_client()
+
+
+@pytest.fixture
+def requests_client(db):
+    return load_function("requests", "requests_api").test_client()
+
+
+@pytest.fixture
+def session_client():
+    return load_function("session", "session").test_client()
+
+
+@pytest.fixture
+def jobs_client(db):
+    return load_function("jobs", "jobs").test_client()
+
+
+@pytest.fixture
+def session_token(session_client):
+    response = session_client.post("/")
+    assert response.status_code == 201
+    return response.get_json()["token"]
+
+
+@pytest.fixture
+def auth(session_token):
+    return {"Authorization": f"Bearer {session_token}"}
