@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from shared.settings import Settings, get_settings
 
@@ -27,7 +28,7 @@ def create_engine_for(
     Extra keyword arguments go to `sqlalchemy.create_engine` (tests use
     `pool_recycle`).
     """
-    return sa.create_engine(
+    engine = sa.create_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -38,6 +39,20 @@ def create_engine_for(
         },
         **kwargs,
     )
+    event.listen(engine, "handle_error", _socket_errors_are_disconnects)
+    return engine
+
+
+def _socket_errors_are_disconnects(context: ExceptionContext) -> None:
+    """Treat a raw socket error from pg8000 as a lost connection.
+
+    pg8000 1.31 lets ConnectionResetError escape from a read on a socket the
+    server closed (after a restart or pg_terminate_backend). Marking it as a
+    disconnect makes the pool drop that connection and the pre-ping retry
+    with a new one, instead of failing the caller.
+    """
+    if isinstance(context.original_exception, OSError):
+        context.is_disconnect = True
 
 
 @lru_cache(maxsize=1)

@@ -158,7 +158,7 @@ def handle_pod_event(
     log_event(
         logger,
         "instance_watch.event",
-        event=event,
+        change=event,
         action=action,
         request_id=identity.request_id,
         model_id=identity.model_id,
