@@ -26,7 +26,7 @@ class ApiError(Exception):
 
     def __init__(
         self,
-        status: int,
+        http_status: int,
         error: str,
         detail: str,
         *,
@@ -34,7 +34,7 @@ class ApiError(Exception):
         **extra: Any,
     ) -> None:
         super().__init__(detail)
-        self.status = status
+        self.status = http_status
         self.error = error
         self.detail = detail
         self.headers = headers or {}

@@ -74,7 +74,7 @@ def load_function(folder: str, target: str):
 
 
 @pytest.fixture
-def submit_client(db):
+def submit_client(demo_models):
     return load_function("submit", "submit").test_client()
 
 

@@ -8,7 +8,7 @@
 import flask
 import functions_framework
 
-from shared import jobs
+from shared import jobs as job_store
 from shared.auth import require_job_grant
 from shared.db import transaction
 from shared.http import ApiError, json_api, json_body, method_not_allowed, not_found, route_parts
@@ -37,7 +37,7 @@ def jobs(request: flask.Request):
 def fetch(request: flask.Request):
     grant = require_job_grant(request)
     with transaction() as connection:
-        job = jobs.fetch_job(connection, grant)
+        job = job_store.fetch_job(connection, grant)
     log_event(
         logger,
         "jobs.fetched",
@@ -56,9 +56,9 @@ def report(request: flask.Request, kind: str):
 
     with transaction() as connection:
         if kind == "result":
-            report = jobs.record_result(connection, grant, body.get("results"))
+            report = job_store.record_result(connection, grant, body.get("results"))
         else:
-            report = jobs.record_failure(connection, grant, body.get("reason"))
+            report = job_store.record_failure(connection, grant, body.get("reason"))
     log_event(
         logger,
         "jobs.reported",
