@@ -98,3 +98,18 @@ def emit(
     send_event(sink, event)
     log_event(logger, "event.sent", type=event_type, id=event["id"], subject=subject)
     return True
+
+
+def event_data(event: CloudEvent) -> dict[str, Any] | None:
+    """Return the event's data as a JSON object, or None when it is none.
+
+    Senders differ: binary mode gives parsed JSON, while some structured
+    senders put the JSON text in `data` as a string or bytes.
+    """
+    data = event.get_data()
+    if isinstance(data, bytes | str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            return None
+    return data if isinstance(data, dict) else None
