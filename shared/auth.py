@@ -1,7 +1,7 @@
 """Who is calling: the owner of work requests, from the bearer token.
 
 Checking a token costs no database query: the signature and expiry are
-enough. A 401 body says `token_expired` (open a new session and retry) or
+enough. A 401 body contains `token_expired` (open a new session and retry) or
 `invalid_token` (the token can never work).
 """
 

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
+import pg8000.dbapi
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
+from sqlalchemy.exc import DisconnectionError
 
 from shared.settings import Settings, get_settings
 
@@ -32,25 +34,37 @@ def create_engine_for(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         connect_args={
             "startup_params": {"search_path": schema, "TimeZone": "UTC"},
             "application_name": "modelhub",
         },
         **kwargs,
     )
+    event.listen(engine, "checkout", _ping_on_checkout)
     event.listen(engine, "handle_error", _socket_errors_are_disconnects)
     return engine
 
 
-def _socket_errors_are_disconnects(context: ExceptionContext) -> None:
-    """Treat a raw socket error from pg8000 as a lost connection.
+def _ping_on_checkout(dbapi_connection, connection_record, connection_proxy) -> None:
+    """Check a pooled connection before handing it out.
 
-    pg8000 1.31 lets ConnectionResetError escape from a read on a socket the
-    server closed (after a restart or pg_terminate_backend). Marking it as a
-    disconnect makes the pool drop that connection and the pre-ping retry
-    with a new one, instead of failing the caller.
+    This replaces SQLAlchemy's `pool_pre_ping`, which only catches DB-API
+    errors: pg8000 1.31 can let a raw ConnectionResetError escape from a
+    socket the server closed (after a restart or pg_terminate_backend).
+    DisconnectionError makes the pool discard the connection and retry
+    with a new one.
     """
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+    except (OSError, pg8000.dbapi.Error) as error:
+        raise DisconnectionError(f"pooled connection is dead: {error}") from error
+
+
+def _socket_errors_are_disconnects(context: ExceptionContext) -> None:
+    """Treat a raw socket error from pg8000 during a statement as a lost
+    connection, so the pool drops that connection instead of reusing it."""
     if isinstance(context.original_exception, OSError):
         context.is_disconnect = True
 

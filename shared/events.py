@@ -60,8 +60,8 @@ def build_event(
 def send_event(sink: str, event: CloudEvent) -> None:
     """POST `event` to `sink` in binary mode.
 
-    Raises EventDeliveryError when the sink is unreachable or answers
-    other than 2xx.
+    Raises EventDeliveryError when the sink is unreachable or returns a
+    status other than 2xx.
     """
     headers, body = to_binary(event, data_marshaller=json.dumps)
     try:
@@ -69,10 +69,12 @@ def send_event(sink: str, event: CloudEvent) -> None:
             sink, headers=headers, data=body, timeout=EMIT_TIMEOUT_SECONDS
         )
     except requests.RequestException as error:
-        raise EventDeliveryError(f"event sink {sink} is unreachable: {error}") from error
+        raise EventDeliveryError(
+            f"event sink {sink} is unreachable: {error}"
+        ) from error
     if not 200 <= response.status_code < 300:
         raise EventDeliveryError(
-            f"event sink {sink} answered {response.status_code} to {event['type']}"
+            f"event sink {sink} returned {response.status_code} for {event['type']}"
         )
 
 
@@ -101,7 +103,7 @@ def emit(
 
 
 def event_data(event: CloudEvent) -> dict[str, Any] | None:
-    """Return the event's data as a JSON object, or None when it is none.
+    """Return the event's data as a JSON object, or None without one.
 
     Senders differ: binary mode gives parsed JSON, while some structured
     senders put the JSON text in `data` as a string or bytes.

@@ -1,6 +1,6 @@
 """JSON errors for the HTTP functions.
 
-Every HTTP function answers a bad request with a 4xx and a JSON body
+Every HTTP function rejects a bad request with a 4xx and a JSON body
 `{"error": <code>, "detail": <what was wrong and what to do>}`. Handlers
 raise `ApiError`; `json_api` turns it into that response and turns any
 other exception into a logged 500 that names an error id, never a trace.
@@ -22,7 +22,7 @@ logger = get_logger(__name__)
 
 
 class ApiError(Exception):
-    """An error the client can fix, answered as `{error, detail}`."""
+    """An error the client can fix, returned as `{error, detail}`."""
 
     def __init__(
         self,

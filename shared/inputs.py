@@ -146,7 +146,9 @@ def parse_csv_inputs(text: str, header: bool | None) -> tuple[list[str], int]:
     try:
         rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]
     except csv.Error as error:
-        raise ApiError(400, "invalid_csv", f"the CSV cannot be read: {error}") from error
+        raise ApiError(
+            400, "invalid_csv", f"the CSV cannot be read: {error}"
+        ) from error
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
         return [], 0

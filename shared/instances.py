@@ -35,7 +35,7 @@ DELETED = "delete"
 
 @dataclass(frozen=True)
 class WatchOutcome:
-    """What one pod event led to, for logs and tests."""
+    """The outcome of one pod event, for logs and tests."""
 
     action: str
     request_id: str | None = None

@@ -5,7 +5,7 @@ The agent fetches the inputs (the request moves to PROCESSING and gets its
 `processed_timestamp`) or a failure (FAILED with the reason). Each call is
 bound to the request and attempt named in the agent's job token, and each is
 idempotent: a retried fetch returns the same inputs, a retried result post
-after success answers success again.
+after success returns success again.
 """
 
 from __future__ import annotations
@@ -144,9 +144,7 @@ def record_result(connection: Connection, grant: JobGrant, rows: Any) -> Report:
 def record_failure(connection: Connection, grant: JobGrant, reason: Any) -> Report:
     """Fail the request with the agent's reason; return the resulting status."""
     if not isinstance(reason, str) or not reason.strip():
-        raise ApiError(
-            400, "missing_reason", 'send {"reason": "<why the job failed>"}'
-        )
+        raise ApiError(400, "missing_reason", 'send {"reason": "<why the job failed>"}')
     state = _current_state(connection, grant)
     if state.status in (Status.COMPLETED, Status.FAILED):
         return Report(state.status)

@@ -1,6 +1,6 @@
-"""What an owner (user or anonymous session) sees of their work requests.
+"""The owner's view (user or anonymous session) of their work requests.
 
-Another owner's request answers 404, exactly like one that does not exist,
+Another owner's request returns 404, exactly like one that does not exist,
 so request ids cannot be probed.
 """
 
@@ -112,9 +112,7 @@ def results_response(owner: Owner, raw_id: str, args: MultiDict) -> flask.Respon
             rows=results.json_rows(inputs, stored),
         )
 
-    response = flask.Response(
-        results.csv_lines(inputs, stored), mimetype="text/csv"
-    )
+    response = flask.Response(results.csv_lines(inputs, stored), mimetype="text/csv")
     filename = f"{found.model_id}-{found.id}.csv"
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

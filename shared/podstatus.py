@@ -89,14 +89,15 @@ def _waiting_failure(status: dict[str, Any]) -> str | None:
     reason = waiting.get("reason")
     if reason in IMAGE_PULL_REASONS or reason in CONFIG_ERROR_REASONS:
         message = waiting.get("message") or ""
-        return f"container {status.get('name', '?')} cannot start: {reason} {message}".strip()
+        name = status.get("name", "?")
+        return f"container {name} cannot start: {reason} {message}".strip()
     return None
 
 
 def failure_reason(pod: dict[str, Any]) -> str | None:
     """Return why the instance failed, or None while it is healthy.
 
-    Checks out-of-memory kills (also when the phase says Succeeded), non-zero
+    Checks out-of-memory kills (also when the phase is Succeeded), non-zero
     exits, image and configuration errors, eviction and deadlines. A pending
     pod without container statuses is normal.
     """
@@ -112,7 +113,8 @@ def failure_reason(pod: dict[str, Any]) -> str | None:
             return reason
 
     if status.get("phase") == "Failed":
-        return f"the pod failed: {status.get('reason') or status.get('message') or 'unknown reason'}"
+        why = status.get("reason") or status.get("message") or "unknown reason"
+        return f"the pod failed: {why}"
     return None
 
 

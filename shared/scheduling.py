@@ -79,9 +79,12 @@ def claim_next(connection: Connection, model_id: str) -> Claim | None:
         failed = _fail_queued_of_disabled(connection, model_id)
         log_event(logger, "scheduler.model_disabled", model_id=model_id, failed=failed)
         return None
-    if model.max_instances is not None:
-        if _running_count(connection, model_id) >= model.max_instances:
-            return None
+    at_capacity = (
+        model.max_instances is not None
+        and _running_count(connection, model_id) >= model.max_instances
+    )
+    if at_capacity:
+        return None
 
     oldest = (
         sa.select(work_request.c.id)

@@ -140,9 +140,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         log_format=_choice(env, "LOG_FORMAT", ("json", "text"), "json", errors),
     )
     if errors:
-        raise SettingsError(
-            "invalid configuration:\n  - " + "\n  - ".join(errors)
-        )
+        raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(errors))
     return settings
 
 

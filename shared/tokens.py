@@ -40,7 +40,7 @@ class Session:
 
 @dataclass(frozen=True)
 class JobGrant:
-    """What a job token lets one instance do: run one attempt of one request."""
+    """The scope of a job token: one attempt at one work request."""
 
     request_id: str
     instance_name: str

@@ -77,7 +77,9 @@ class WorkRequest:
 
 def _from_row(row: sa.Row) -> WorkRequest:
     values = row._mapping
-    return WorkRequest(**{name: values[name] for name in WorkRequest.__dataclass_fields__})
+    return WorkRequest(
+        **{name: values[name] for name in WorkRequest.__dataclass_fields__}
+    )
 
 
 def parse_request_id(value: str) -> str | None:
@@ -121,7 +123,9 @@ def _owned_by(owner: Owner) -> sa.ColumnElement[bool]:
     return work_request.c.session_id == owner.session_id
 
 
-def get_owned(connection: Connection, owner: Owner, request_id: str) -> WorkRequest | None:
+def get_owned(
+    connection: Connection, owner: Owner, request_id: str
+) -> WorkRequest | None:
     """Return the owner's request; None when it does not exist or is not theirs."""
     row = connection.execute(
         sa.select(*PUBLIC_COLUMNS).where(

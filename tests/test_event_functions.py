@@ -1,7 +1,7 @@
 """The scheduler and instance_watch functions, fed real CloudEvents.
 
 Events go through functions-framework in binary and structured mode. The
-runtime is the real local pod server; its command factory starts no
+runtime is the real local pod server. Its command factory starts no
 processes, so every instance looks like a pod whose image cannot be pulled.
 Emitted events land in a capturing HTTP server set as K_SINK.
 """
@@ -198,5 +198,15 @@ def test_watch_ignores_foreign_pods_and_other_kinds(watch_client, pods):
     foreign = {"kind": "Pod", "metadata": {"name": "web-1", "labels": {"app": "web"}}}
     service = {"kind": "Service", "metadata": {"name": "web"}}
 
-    assert post_event(watch_client, pod_event(APISERVER_ADD, foreign), "binary").status_code == 200
-    assert post_event(watch_client, pod_event(APISERVER_ADD, service), "binary").status_code == 200
+    assert (
+        post_event(
+            watch_client, pod_event(APISERVER_ADD, foreign), "binary"
+        ).status_code
+        == 200
+    )
+    assert (
+        post_event(
+            watch_client, pod_event(APISERVER_ADD, service), "binary"
+        ).status_code
+        == 200
+    )

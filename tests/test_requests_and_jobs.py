@@ -15,7 +15,9 @@ from tests.test_state_machine import RecordingRuntime
 
 
 def submit(client, auth, inputs, model_id="demo-molweight"):
-    response = client.post("/", json={"model_id": model_id, "inputs": inputs}, headers=auth)
+    response = client.post(
+        "/", json={"model_id": model_id, "inputs": inputs}, headers=auth
+    )
     assert response.status_code == 201, response.get_json()
     return response.get_json()["id"]
 
@@ -67,8 +69,7 @@ def test_other_session_gets_404(submit_client, requests_client, session_client, 
 
     assert requests_client.get(f"/{request_id}", headers=other).status_code == 404
     assert (
-        requests_client.get(f"/{request_id}/results", headers=other).status_code
-        == 404
+        requests_client.get(f"/{request_id}/results", headers=other).status_code == 404
     )
     assert requests_client.get("/", headers=other).get_json()["items"] == []
 
@@ -121,7 +122,12 @@ def test_results_json_and_csv_keep_order_and_duplicates(
     assert body["columns"] == ["input", "mw", "name", "valid"]
     assert [row["input"] for row in body["rows"]] == inputs
     assert body["rows"][2]["mw"] == 46.07
-    assert body["rows"][3] == {"input": "C[N+](C)(C)C", "mw": None, "name": None, "valid": None}
+    assert body["rows"][3] == {
+        "input": "C[N+](C)(C)C",
+        "mw": None,
+        "name": None,
+        "valid": None,
+    }
 
     assert as_csv.mimetype == "text/csv"
     assert "attachment" in as_csv.headers["Content-Disposition"]
@@ -134,7 +140,9 @@ def test_results_json_and_csv_keep_order_and_duplicates(
     assert parsed[4] == ["C[N+](C)(C)C", "", "", ""]
 
 
-def test_results_bad_format(submit_client, requests_client, jobs_client, demo_models, auth):
+def test_results_bad_format(
+    submit_client, requests_client, jobs_client, demo_models, auth
+):
     request_id = submit(submit_client, auth, ["CCO"])
     complete(demo_models, jobs_client, request_id, [{"mw": 1}])
 
@@ -195,7 +203,9 @@ def test_jobs_result_count_mismatch_is_422(
     assert "1 rows for 2 inputs" in current["status_reason"]
 
 
-def test_jobs_failure_report(submit_client, jobs_client, requests_client, demo_models, auth):
+def test_jobs_failure_report(
+    submit_client, jobs_client, requests_client, demo_models, auth
+):
     request_id = submit(submit_client, auth, ["CCO"])
     agent = start_instance(demo_models, request_id)
 

@@ -172,8 +172,7 @@ def test_concurrent_passes_never_exceed_max_instances(demo_models):
     runtime = RecordingRuntime()
 
     threads = [
-        threading.Thread(target=schedule, args=(demo_models, runtime))
-        for _ in range(8)
+        threading.Thread(target=schedule, args=(demo_models, runtime)) for _ in range(8)
     ]
     for thread in threads:
         thread.start()
@@ -282,17 +281,29 @@ def test_delete_event_releases_slot(demo_models, runtime):
 @pytest.mark.parametrize(
     ("model_state", "phase", "fragment"),
     [
-        ({"terminated": {"exitCode": 137, "reason": "OOMKilled"}}, "Failed", "OOMKilled"),
+        (
+            {"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+            "Failed",
+            "OOMKilled",
+        ),
         ({"terminated": {"exitCode": 1, "reason": "Error"}}, "Failed", "code 1"),
-        ({"waiting": {"reason": "ErrImagePull", "message": "no such image"}}, "Pending", "ErrImagePull"),
+        (
+            {"waiting": {"reason": "ErrImagePull", "message": "no such image"}},
+            "Pending",
+            "ErrImagePull",
+        ),
     ],
 )
-def test_instance_failure_fails_request(demo_models, runtime, model_state, phase, fragment):
+def test_instance_failure_fails_request(
+    demo_models, runtime, model_state, phase, fragment
+):
     request_id = submit(demo_models)
     schedule(demo_models, runtime)
     spec = runtime.instances[f"wr-{request_id}-1"]
 
-    outcome = watch(demo_models, runtime, "update", pod(spec, phase=phase, model=model_state))
+    outcome = watch(
+        demo_models, runtime, "update", pod(spec, phase=phase, model=model_state)
+    )
 
     assert outcome.action == "failed"
     current = state(demo_models, request_id)
@@ -389,7 +400,9 @@ def test_events_of_a_stale_attempt_are_ignored(demo_models, runtime):
     schedule(demo_models, runtime)
 
     crashed = pod(
-        old_spec, phase="Failed", model={"terminated": {"exitCode": 1, "reason": "Error"}}
+        old_spec,
+        phase="Failed",
+        model={"terminated": {"exitCode": 1, "reason": "Error"}},
     )
     outcome = watch(demo_models, runtime, "update", crashed)
 
@@ -418,7 +431,11 @@ def test_instance_log_keeps_every_event(demo_models, runtime):
     request_id = submit(demo_models)
     schedule(demo_models, runtime)
     spec = runtime.instances[f"wr-{request_id}-1"]
-    for event, phase in [("add", "Pending"), ("update", "Running"), ("delete", "Running")]:
+    for event, phase in [
+        ("add", "Pending"),
+        ("update", "Running"),
+        ("delete", "Running"),
+    ]:
         watch(demo_models, runtime, event, pod(spec, phase=phase))
 
     with demo_models.connect() as connection:

@@ -38,7 +38,9 @@ def instance_watch(event: CloudEvent) -> None:
         outcome = instances.handle_pod_event(get_engine(), get_runtime(), change, pod)
     except RuntimeUnavailable as error:
         # Transient: 503 makes the broker deliver the event again.
-        log_event(logger, "instance_watch.runtime_unavailable", level=40, error=str(error))
+        log_event(
+            logger, "instance_watch.runtime_unavailable", level=40, error=str(error)
+        )
         flask.abort(503)
 
     if outcome.release and outcome.model_id:

@@ -11,7 +11,14 @@ import functions_framework
 from shared import jobs as job_store
 from shared.auth import require_job_grant
 from shared.db import transaction
-from shared.http import ApiError, json_api, json_body, method_not_allowed, not_found, route_parts
+from shared.http import (
+    ApiError,
+    json_api,
+    json_body,
+    method_not_allowed,
+    not_found,
+    route_parts,
+)
 from shared.logs import get_logger, log_event
 from shared.settings import get_settings
 

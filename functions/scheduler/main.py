@@ -1,8 +1,9 @@
 """Start instances for queued work requests.
 
 Triggered by `workrequest.submitted` and `instance.released` events. Each
-event runs one scheduling pass for its model. A runtime failure answers 500
-so the broker redelivers; anything permanent is logged and acknowledged.
+event runs one scheduling pass for its model. A runtime failure returns 503,
+so the broker delivers the event again. Anything permanent is logged and
+acknowledged with 200.
 """
 
 import flask

@@ -205,13 +205,15 @@ def print_table(tracked: list[Tracked]) -> None:
     for item in tracked:
         body = item.body or {}
         requested = body.get("request_timestamp")
+        job_start = body.get("job_submitted_timestamp")
+        finished = body.get("processed_timestamp")
+        rows = item.rows if item.rows is not None else "-"
         print(
-            f"{item.model_id:18} {body.get('status', '?'):10} "
-            f"{item.rows if item.rows is not None else '-':>5} "
-            f"{_seconds(requested, body.get('job_submitted_timestamp')):>8} "
+            f"{item.model_id:18} {body.get('status', '?'):10} {rows:>5} "
+            f"{_seconds(requested, job_start):>8} "
             f"{_seconds(requested, body.get('pod_ready_timestamp')):>11} "
-            f"{_seconds(body.get('job_submitted_timestamp'), body.get('processed_timestamp')):>8} "
-            f"{_seconds(requested, body.get('processed_timestamp')):>8}"
+            f"{_seconds(job_start, finished):>8} "
+            f"{_seconds(requested, finished):>8}"
         )
         if body.get("status") == "FAILED":
             print(f"  reason: {body.get('status_reason')}")
