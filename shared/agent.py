@@ -37,6 +37,8 @@ EXECUTION_MODES = ("sync", "async")
 MAX_SECONDS = 7 * 24 * 3600
 MAX_REASON_CHARS = 500
 HEALTH_POLL_SECONDS = 0.25
+# First pause between async job status polls; it doubles up to the interval.
+FIRST_POLL_SECONDS = 0.1
 RUN_QUERY = "orient=records&min_workers=1&max_workers=12"
 
 # The hub returns these when the request must not run here: 401 or 403 for a
@@ -576,13 +578,15 @@ class Agent:
     def _wait_for_model_job(self, job_id: str, deadline: float) -> None:
         """Poll GET /job/status until the job completes or fails.
 
-        Raises DeadlineExceeded once `deadline` passes, because send() checks
-        it on every poll. The poll count is capped to match.
+        The pause starts at FIRST_POLL_SECONDS and doubles up to
+        POLL_INTERVAL_SECONDS, so short jobs finish without waiting a whole
+        interval. Raises DeadlineExceeded once `deadline` passes, because
+        send() checks it on every poll. The poll count is capped to match.
         """
         url = f"{self.config.model_url}/job/status/{job_id}"
-        max_polls = math.ceil(
-            self.config.model_timeout_seconds / self.config.poll_interval_seconds
-        )
+        interval = self.config.poll_interval_seconds
+        pause = min(FIRST_POLL_SECONDS, interval)
+        max_polls = math.ceil(self.config.model_timeout_seconds / pause)
 
         for _ in range(max_polls + 1):
             response = self.client.send(
@@ -599,8 +603,8 @@ class Agent:
             if not isinstance(status, str):
                 raise JobFailed("model returned no string status for GET /job/status")
 
-            pause = min(self.config.poll_interval_seconds, deadline - time.monotonic())
-            time.sleep(max(0.0, pause))
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 2, interval)
 
         raise DeadlineExceeded("GET /job/status polled the maximum number of times")
 
