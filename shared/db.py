@@ -41,7 +41,7 @@ def create_engine_for(
         **kwargs,
     )
     event.listen(engine, "checkout", _ping_on_checkout)
-    event.listen(engine, "handle_error", _socket_errors_are_disconnects)
+    event.listen(engine, "handle_error", _client_errors_are_disconnects)
     return engine
 
 
@@ -62,10 +62,22 @@ def _ping_on_checkout(dbapi_connection, connection_record, connection_proxy) -> 
         raise DisconnectionError(f"pooled connection is dead: {error}") from error
 
 
-def _socket_errors_are_disconnects(context: ExceptionContext) -> None:
-    """Treat a raw socket error from pg8000 during a statement as a lost
-    connection, so the pool drops that connection instead of reusing it."""
-    if isinstance(context.original_exception, OSError):
+def _client_errors_are_disconnects(context: ExceptionContext) -> None:
+    """Drop a connection whose protocol state pg8000 may have broken.
+
+    Only errors the server reported (pg8000.dbapi.Error other than the
+    driver's own InterfaceError) leave the connection usable. A socket error,
+    or a parameter pg8000 fails to convert halfway through sending a query
+    (a lone surrogate in text, a date past year 9999), leaves the connection
+    out of step with the server, so the next statement on it would fail or
+    read the previous statement's rows. Marking these as disconnects makes
+    the pool discard the connection.
+    """
+    error = context.original_exception
+    server_reported = isinstance(error, pg8000.dbapi.Error) and not isinstance(
+        error, pg8000.dbapi.InterfaceError
+    )
+    if not server_reported:
         context.is_disconnect = True
 
 

@@ -9,6 +9,7 @@ routes by the same file.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -29,6 +30,8 @@ APISERVER_DELETE = "dev.knative.apiserver.resource.delete"
 APISERVER_TYPES = (APISERVER_ADD, APISERVER_UPDATE, APISERVER_DELETE)
 
 EMIT_TIMEOUT_SECONDS = 10
+EMIT_ATTEMPTS = 3
+EMIT_PAUSE_SECONDS = 0.2
 
 logger = get_logger(__name__)
 
@@ -87,9 +90,9 @@ def emit(
 ) -> bool:
     """Send an event to K_SINK; return False when no sink is configured.
 
-    Delivery errors raise EventDeliveryError. Callers that already
-    committed their state change log it and rely on the reconciler, which
-    finds requests whose event was lost.
+    Tries EMIT_ATTEMPTS times with a short pause, then raises
+    EventDeliveryError. Callers that already committed their state change
+    log that error; the request then waits for the next event of its model.
     """
     sink = get_settings().event_sink
     event = build_event(event_type, data, subject=subject, event_id=event_id)
@@ -97,7 +100,23 @@ def emit(
         log_event(logger, "event.no_sink", type=event_type, id=event["id"])
         return False
 
-    send_event(sink, event)
+    for attempt in range(1, EMIT_ATTEMPTS + 1):
+        try:
+            send_event(sink, event)
+            break
+        except EventDeliveryError as error:
+            if attempt == EMIT_ATTEMPTS:
+                raise
+            log_event(
+                logger,
+                "event.retry",
+                level=30,
+                type=event_type,
+                id=event["id"],
+                attempt=attempt,
+                error=str(error),
+            )
+            time.sleep(EMIT_PAUSE_SECONDS * attempt)
     log_event(logger, "event.sent", type=event_type, id=event["id"], subject=subject)
     return True
 

@@ -104,10 +104,11 @@ def method_not_allowed(request: flask.Request, allowed: str) -> ApiError:
     )
 
 
-def not_found(request: flask.Request) -> ApiError:
-    return ApiError(
-        404, "not_found", f"no route matches {request.method} {request.path}"
-    )
+def not_found(request: flask.Request, routes: str = "") -> ApiError:
+    detail = f"no route matches {request.method} {request.path}"
+    if routes:
+        detail += f"; this function serves {routes}"
+    return ApiError(404, "not_found", detail)
 
 
 def json_body(request: flask.Request) -> Any:
@@ -128,4 +129,10 @@ def json_body(request: flask.Request) -> Any:
     except ValueError as error:
         raise ApiError(
             400, "invalid_json", f"the body is not valid JSON: {error}"
+        ) from error
+    except RecursionError as error:
+        raise ApiError(
+            400,
+            "invalid_json",
+            "the JSON body nests too deeply to read; send a flat object",
         ) from error

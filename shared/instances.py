@@ -12,9 +12,8 @@ so duplicated, reordered or replayed events change nothing twice.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from shared import podstatus
 from shared.logs import get_logger, log_event
+from shared.results import UnstorableValue, clean_json, clean_text
 from shared.runtime.base import Runtime
 from shared.tables import model_instance_log, work_request
 from shared.workrequests import RUNNING, TERMINAL, Status, fail, get_state
@@ -47,8 +47,14 @@ def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
         return None
 
 
@@ -66,17 +72,31 @@ def append_log(
             request_id=identity.request_id,
             event=event,
             pod_phase=podstatus.phase(pod) if pod else None,
-            detail=detail,
-            pod=json.loads(json.dumps(pod)) if pod is not None else None,
+            detail=clean_text(detail) if detail else None,
+            pod=_storable(pod),
         )
     )
+
+
+def _storable(pod: dict[str, Any] | None) -> dict[str, Any] | None:
+    if pod is None:
+        return None
+    try:
+        return clean_json(pod)
+    except UnstorableValue as error:
+        return {"unstorable": str(error)}
 
 
 def _record_ready(connection: Connection, identity, pod: dict[str, Any]) -> None:
     since = podstatus.ready_since(pod)
     if since is None:
         return
+    # The pod's clock may be wrong: keep the time between the request and now.
     ready_at = _parse_time(since)
+    reported = sa.func.now() if ready_at is None else sa.literal(ready_at)
+    clamped = sa.func.greatest(
+        work_request.c.request_timestamp, sa.func.least(reported, sa.func.now())
+    )
     connection.execute(
         work_request.update()
         .where(
@@ -85,7 +105,7 @@ def _record_ready(connection: Connection, identity, pod: dict[str, Any]) -> None
             work_request.c.pod_ready_timestamp.is_(None),
         )
         .values(
-            pod_ready_timestamp=ready_at if ready_at is not None else sa.func.now(),
+            pod_ready_timestamp=clamped,
             last_updated=sa.func.now(),
         )
     )
@@ -96,7 +116,9 @@ def _judge(connection: Connection, identity, event: str, pod: dict[str, Any]):
     state = get_state(connection, identity.request_id)
     if state is None:
         return "unknown_request", event != DELETED, event == DELETED
-    if state.attempts != identity.attempt:
+    if state.attempts != identity.attempt or state.status == Status.REQUESTED:
+        # An instance of an earlier attempt, or of a claim that was put back
+        # in the queue: it must not touch the request, and it should go.
         return "stale_attempt", event != DELETED, False
 
     if event == DELETED:
@@ -106,6 +128,7 @@ def _judge(connection: Connection, identity, event: str, pod: dict[str, Any]):
                 identity.request_id,
                 "the instance was deleted before the request finished",
                 attempt=identity.attempt,
+                expected=RUNNING,
             )
             return "failed_on_delete", False, True
         return "deleted", False, True
@@ -117,7 +140,13 @@ def _judge(connection: Connection, identity, event: str, pod: dict[str, Any]):
 
     reason = podstatus.failure_reason(pod)
     if reason is not None:
-        fail(connection, identity.request_id, reason, attempt=identity.attempt)
+        fail(
+            connection,
+            identity.request_id,
+            reason,
+            attempt=identity.attempt,
+            expected=RUNNING,
+        )
         append_log(connection, identity, "instance.failed", None, reason)
         return "failed", True, False
 
@@ -130,6 +159,7 @@ def _judge(connection: Connection, identity, event: str, pod: dict[str, Any]):
             identity.request_id,
             "the job agent exited without reporting a result",
             attempt=identity.attempt,
+            expected=RUNNING,
         )
         return ("failed" if changed else "finished"), True, False
     return "observed", False, False
@@ -141,8 +171,11 @@ def handle_pod_event(
     """Apply one pod event. Safe to call again with the same or older events."""
     identity = podstatus.identify(pod)
     if identity is None:
-        name = (pod.get("metadata") or {}).get("name")
-        log_event(logger, "instance_watch.foreign_pod", pod=name, kind_event=event)
+        metadata = pod.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        log_event(
+            logger, "instance_watch.foreign_pod", pod=str(name)[:100], change=event
+        )
         return WatchOutcome("ignored")
 
     with engine.begin() as connection:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from shared.http import ApiError
-from shared.results import pack_result
+from shared.results import UnstorableValue, clean_text, pack_result
 from shared.tables import model, work_request, work_request_data
 from shared.tokens import JobGrant
 from shared.workrequests import Status, fail, get_state, load_data, transition
@@ -61,6 +61,12 @@ def fetch_job(connection: Connection, grant: JobGrant) -> Job:
         Status.PROCESSING,
         attempt=grant.attempt,
         job_submitted_timestamp=sa.func.now(),
+        # The agent asks for its job only after the model server answered
+        # its health check, so the model is ready by now even when no Ready
+        # pod event was seen (a fast run can finish before the next probe).
+        pod_ready_timestamp=sa.func.coalesce(
+            work_request.c.pod_ready_timestamp, sa.func.now()
+        ),
     )
     if not moved and state.status != Status.PROCESSING:
         raise ApiError(
@@ -124,10 +130,15 @@ def record_result(connection: Connection, grant: JobGrant, rows: Any) -> Report:
         fail(connection, grant.request_id, problem, attempt=grant.attempt)
         return Report(Status.FAILED, problem)
 
+    try:
+        packed = pack_result(rows)
+    except UnstorableValue as error:
+        fail(connection, grant.request_id, str(error), attempt=grant.attempt)
+        return Report(Status.FAILED, str(error))
     connection.execute(
         work_request_data.update()
         .where(work_request_data.c.id == grant.request_id)
-        .values(result=pack_result(rows))
+        .values(result=packed)
     )
     transition(
         connection,
@@ -149,7 +160,7 @@ def record_failure(connection: Connection, grant: JobGrant, reason: Any) -> Repo
     if state.status in (Status.COMPLETED, Status.FAILED):
         return Report(state.status)
 
-    reason = reason.strip()[:REASON_LIMIT]
+    reason = clean_text(reason.strip())[:REASON_LIMIT]
     fail(connection, grant.request_id, reason, attempt=grant.attempt)
     return Report(Status.FAILED)
 

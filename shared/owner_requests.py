@@ -15,6 +15,7 @@ from shared import results, workrequests
 from shared.auth import Owner
 from shared.db import transaction
 from shared.http import ApiError
+from shared.inputs import check_model_id
 from shared.workrequests import Status
 
 DEFAULT_LIMIT = 50
@@ -53,13 +54,16 @@ def _status(args: MultiDict) -> str | None:
 def list_requests(owner: Owner, args: MultiDict) -> dict[str, Any]:
     limit = _limit(args)
     status = _status(args)
+    model_id = args.get("model_id")
+    if model_id is not None:
+        model_id = check_model_id(model_id)
     with transaction() as connection:
         items = workrequests.list_owned(
             connection,
             owner,
             limit=limit,
             status=status,
-            model_id=args.get("model_id"),
+            model_id=model_id,
         )
     return {"items": [item.to_json() for item in items]}
 
@@ -98,7 +102,8 @@ def results_response(owner: Owner, raw_id: str, args: MultiDict) -> flask.Respon
                 409,
                 "results_not_ready",
                 f"work request {found.id} is {found.status}; results exist only "
-                "once it is COMPLETED",
+                "once it is COMPLETED. Poll GET /<id> until its status is "
+                "COMPLETED or FAILED",
                 status=found.status,
                 status_reason=found.status_reason,
             )

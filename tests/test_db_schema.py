@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -180,3 +181,28 @@ def test_valid_settings_convert_url():
     assert settings.database_url == "postgresql+pg8000://u@127.0.0.1/db"
     assert settings.db_schema == "modelhub"
     assert settings.max_inputs == 1000
+
+
+@pytest.mark.parametrize(
+    "bad_value",
+    [
+        "text with a lone surrogate \ud800",
+        datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-12))),
+    ],
+    ids=["lone surrogate", "date past year 9999"],
+)
+def test_client_side_failure_discards_connection(schema, bad_value):
+    engine = create_engine_for(URL, schema, pool_size=1)
+
+    with (
+        pytest.raises((sa.exc.StatementError, UnicodeError, OverflowError)),
+        engine.connect() as connection,
+    ):
+        connection.execute(sa.text("SELECT :value"), {"value": bad_value})
+    with engine.connect() as connection:
+        first = connection.execute(sa.text("SELECT 'alpha'")).scalar()
+        second = connection.execute(sa.text("SELECT 'bravo'")).scalar()
+
+    assert first == "alpha"
+    assert second == "bravo"
+    engine.dispose()

@@ -32,7 +32,7 @@ from shared.routing import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA_DIR = ROOT.parent / "shared" / "schemas" / "knative"
+SCHEMA_DIR = ROOT / "tests" / "schemas" / "knative"
 MANIFESTS = (ROOT / "knative" / "broker.yaml", ROOT / "knative" / "triggers.yaml")
 
 EXPECTED_ROUTES = {

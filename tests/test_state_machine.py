@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -74,7 +75,14 @@ def schedule(db, runtime, model_id="demo-molweight") -> int:
     return scheduling.schedule_model(db, runtime, model_id, jobs_url="http://jobs")
 
 
-def pod(spec: InstanceSpec, phase="Running", ready=False, agent=None, model=None):
+def pod(
+    spec: InstanceSpec,
+    phase="Running",
+    ready=False,
+    agent=None,
+    model=None,
+    ready_at="2026-12-04T10:00:05Z",
+):
     """Build a Pod object as ApiServerSource would send it."""
     model_state = model or {"running": {"startedAt": "2026-12-04T10:00:00Z"}}
     agent_state = agent or {"running": {"startedAt": "2026-12-04T10:00:00Z"}}
@@ -84,7 +92,7 @@ def pod(spec: InstanceSpec, phase="Running", ready=False, agent=None, model=None
             {
                 "type": "Ready",
                 "status": "True",
-                "lastTransitionTime": "2026-12-04T10:00:05Z",
+                "lastTransitionTime": ready_at,
             }
         )
     return {
@@ -215,8 +223,14 @@ def test_full_lifecycle_with_replayed_events(demo_models, runtime):
     schedule(demo_models, runtime)
     spec = runtime.instances[f"wr-{request_id}-1"]
 
+    with demo_models.connect() as connection:
+        requested_at = connection.execute(
+            sa.text("SELECT request_timestamp FROM work_request WHERE id = :id"),
+            {"id": request_id},
+        ).scalar()
+    ready_at = requested_at + timedelta(microseconds=1)
     added = pod(spec, phase="Pending")
-    ready = pod(spec, ready=True)
+    ready = pod(spec, ready=True, ready_at=ready_at.isoformat())
     watch(demo_models, runtime, "add", added)
     watch(demo_models, runtime, "update", ready)
 
@@ -259,7 +273,7 @@ def test_full_lifecycle_with_replayed_events(demo_models, runtime):
             {"id": request_id},
         ).one()
     assert stored["rows"] == [{"mw": 46.07}, {"mw": 45.08}]
-    assert row.pod_ready_timestamp.isoformat() == "2026-12-04T10:00:05+00:00"
+    assert row.pod_ready_timestamp == ready_at
     assert row.job_submitted_timestamp is not None
     assert row.processed_timestamp >= row.job_submitted_timestamp
 
@@ -445,3 +459,119 @@ def test_instance_log_keeps_every_event(demo_models, runtime):
     assert events[:2] == ["pod.add", "pod.update"]
     assert "pod.delete" in events
     assert all(entry["instance_name"] == spec.name for entry in log)
+
+
+@pytest.mark.parametrize(
+    "reported",
+    [
+        "1970-01-01T00:00:00Z",
+        "2999-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-12:00",
+        "yesterday",
+        17,
+    ],
+)
+def test_ready_time_kept_between_request_and_now(demo_models, runtime, reported):
+    request_id = submit(demo_models)
+    schedule(demo_models, runtime)
+    spec = runtime.instances[f"wr-{request_id}-1"]
+
+    outcome = watch(
+        demo_models, runtime, "update", pod(spec, ready=True, ready_at=reported)
+    )
+
+    assert outcome.action == "observed"
+    with demo_models.connect() as connection:
+        row = connection.execute(
+            sa.text(
+                "SELECT request_timestamp <= pod_ready_timestamp AS after_request, "
+                "pod_ready_timestamp <= now() AS before_now FROM work_request "
+                "WHERE id = :id"
+            ),
+            {"id": request_id},
+        ).one()
+    assert row.after_request
+    assert row.before_now
+
+
+def test_requeued_claim_not_failed_by_leftover_pod(demo_models, runtime):
+    request_id = submit(demo_models)
+    runtime.fail_creates = 0
+    schedule(demo_models, runtime)
+    spec = runtime.instances[f"wr-{request_id}-1"]
+    # The create timed out although the pod was made, so the claim went back.
+    with demo_models.begin() as connection:
+        workrequests.transition(
+            connection, request_id, (Status.SCHEDULING,), Status.REQUESTED
+        )
+
+    crashed = pod(spec, agent={"terminated": {"exitCode": 1, "reason": "Error"}})
+    outcome = watch(demo_models, runtime, "update", crashed)
+
+    assert outcome.action == "stale_attempt"
+    assert state(demo_models, request_id).status == Status.REQUESTED
+    assert spec.name in runtime.deleted
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda p: p.update(metadata="not an object"),
+        lambda p: p["metadata"].update(labels=["a"]),
+        lambda p: p["metadata"]["annotations"].update({"modelhub.io/attempt": ["1"]}),
+        lambda p: p["metadata"]["annotations"].update(
+            {"modelhub.io/request-id": "nope"}
+        ),
+        lambda p: p["metadata"].update(name="wr-someone-else-1"),
+        lambda p: p["metadata"]["labels"].update({"modelhub.io/model": "x\x00y"}),
+    ],
+    ids=[
+        "metadata",
+        "labels",
+        "attempt list",
+        "request not uuid",
+        "name mismatch",
+        "nul",
+    ],
+)
+def test_malformed_identity_is_ignored(demo_models, runtime, mangle):
+    request_id = submit(demo_models)
+    schedule(demo_models, runtime)
+    event = pod(runtime.instances[f"wr-{request_id}-1"])
+    mangle(event)
+
+    outcome = watch(demo_models, runtime, "update", event)
+
+    assert outcome.action == "ignored"
+    assert state(demo_models, request_id).status == Status.SCHEDULING
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda p: p.update(status="broken"),
+        lambda p: p["status"].update(
+            containerStatuses=[{"name": "model", "state": "x"}]
+        ),
+        lambda p: p["status"].update(
+            conditions=[{"type": "Ready", "status": "True", "lastTransitionTime": 5}]
+        ),
+        lambda p: p["status"].update(weird=float("nan"), text="nul\x00here"),
+    ],
+    ids=["status string", "state string", "time integer", "nan and nul"],
+)
+def test_malformed_status_is_logged_not_crashing(demo_models, runtime, mangle):
+    request_id = submit(demo_models)
+    schedule(demo_models, runtime)
+    event = pod(runtime.instances[f"wr-{request_id}-1"])
+    mangle(event)
+
+    outcome = watch(demo_models, runtime, "update", event)
+
+    assert outcome.action == "observed"
+    with demo_models.connect() as connection:
+        logged = connection.execute(
+            sa.text("SELECT count(*) FROM model_instance_log WHERE request_id = :id"),
+            {"id": request_id},
+        ).scalar()
+    assert logged == 1

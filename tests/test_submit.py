@@ -329,3 +329,134 @@ def test_submit_requires_session(submit_client, demo_models, headers, error):
 def test_wrong_method_and_path(submit_client, demo_models, auth):
     assert submit_client.get("/", headers=auth).status_code == 405
     assert submit_client.post("/nowhere", headers=auth).status_code == 404
+
+
+MORE_REJECTIONS = [
+    (
+        "unknown json field",
+        {"json": {"model_id": "demo-molweight", "inputs": ["CCO"], "input": ["x"]}},
+        400,
+        "unknown_field",
+    ),
+    (
+        "model in query and json",
+        {
+            "json": {"model_id": "demo-molweight", "inputs": ["CCO"]},
+            "query_string": {"model_id": "demo-qed"},
+        },
+        400,
+        "duplicate_parameter",
+    ),
+    (
+        "model twice in query",
+        {
+            "data": b"CCO\n",
+            "content_type": "text/csv",
+            "query_string": [("model_id", "demo-molweight"), ("model_id", "demo-qed")],
+        },
+        400,
+        "duplicate_parameter",
+    ),
+    (
+        "two file parts",
+        {
+            "data": {
+                "model_id": "demo-molweight",
+                "file": [
+                    (io.BytesIO(b"CCO\n"), "a.csv"),
+                    (io.BytesIO(b"CCN\n"), "b.csv"),
+                ],
+            },
+            "content_type": "multipart/form-data",
+        },
+        400,
+        "duplicate_parameter",
+    ),
+    (
+        "model in form and query",
+        {
+            "data": {
+                "model_id": "demo-molweight",
+                "file": (io.BytesIO(b"CCO\n"), "a.csv"),
+            },
+            "content_type": "multipart/form-data",
+            "query_string": {"model_id": "demo-molweight"},
+        },
+        400,
+        "duplicate_parameter",
+    ),
+    (
+        "multipart without boundary",
+        {"data": b"--x\r\n", "headers": {"Content-Type": "multipart/form-data"}},
+        400,
+        "invalid_multipart",
+    ),
+    (
+        "model id with newline",
+        {"json": {"model_id": "demo-molweight\n", "inputs": ["CCO"]}},
+        400,
+        "invalid_model_id",
+    ),
+    (
+        "unterminated quote",
+        {
+            "data": b'smiles\n"CCO\n',
+            "content_type": "text/csv",
+            "query_string": {"model_id": "demo-molweight"},
+        },
+        400,
+        "invalid_csv",
+    ),
+    (
+        "deeply nested json",
+        {"data": b"[" * 5000 + b"]" * 5000, "content_type": "application/json"},
+        400,
+        "invalid_json",
+    ),
+    (
+        "smiles with trailing newline",
+        {"json": {"model_id": "demo-molweight", "inputs": ["CC\nO"]}},
+        422,
+        "invalid_smiles",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "error"),
+    [case[1:] for case in MORE_REJECTIONS],
+    ids=[case[0] for case in MORE_REJECTIONS],
+)
+def test_ambiguous_submission_rejected(
+    submit_client, demo_models, auth, kwargs, status, error
+):
+    headers = {**auth, **kwargs.pop("headers", {})}
+
+    response = submit_client.post("/", headers=headers, **kwargs)
+
+    assert response.status_code == status
+    assert response.get_json()["error"] == error
+    assert count_rows(demo_models, "work_request") == 0
+
+
+def test_csv_error_names_file_line(submit_client, demo_models, auth):
+    response = submit_client.post(
+        "/?model_id=demo-molweight",
+        data=b"smiles\n\nCCO\n\n\nCCN\nC C\n",
+        content_type="text/csv",
+        headers=auth,
+    )
+
+    body = response.get_json()
+    assert response.status_code == 422
+    assert body["row"] == 7
+    assert body["detail"].startswith("line 7")
+
+
+def test_csv_without_model_names_query(submit_client, demo_models, auth):
+    response = submit_client.post(
+        "/", data=b"CCO\n", content_type="text/csv", headers=auth
+    )
+
+    assert response.status_code == 400
+    assert "?model_id=" in response.get_json()["detail"]

@@ -38,7 +38,7 @@ def jobs(request: flask.Request):
         if request.method != "POST":
             raise method_not_allowed(request, "POST")
         return report(request, parts[1])
-    raise not_found(request)
+    raise not_found(request, "GET /job, POST /job/result and POST /job/failure")
 
 
 def fetch(request: flask.Request):

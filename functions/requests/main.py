@@ -31,4 +31,4 @@ def requests_api(request: flask.Request):
         return flask.jsonify(owner_requests.get_request(owner, parts[0]))
     if len(parts) == 2 and parts[1] == "results":
         return owner_requests.results_response(owner, parts[0], request.args)
-    raise not_found(request)
+    raise not_found(request, "GET /, GET /<id> and GET /<id>/results")

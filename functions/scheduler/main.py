@@ -13,6 +13,7 @@ from cloudevents.http import CloudEvent
 from shared import scheduling
 from shared.db import get_engine
 from shared.events import INSTANCE_RELEASED, WORK_REQUEST_SUBMITTED, event_data
+from shared.inputs import MODEL_ID
 from shared.logs import get_logger, log_event
 from shared.runtime import get_runtime
 from shared.runtime.base import RuntimeUnavailable
@@ -27,7 +28,7 @@ def scheduler(event: CloudEvent) -> None:
     data = event_data(event) or {}
     model_id = data.get("model_id")
     if event["type"] not in (WORK_REQUEST_SUBMITTED, INSTANCE_RELEASED) or not (
-        isinstance(model_id, str) and model_id
+        isinstance(model_id, str) and MODEL_ID.fullmatch(model_id)
     ):
         log_event(logger, "scheduler.event_ignored", type=event["type"], id=event["id"])
         return

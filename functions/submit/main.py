@@ -25,7 +25,7 @@ def submit(request: flask.Request):
             raise method_not_allowed(request, "GET")
         return flask.jsonify(models=submissions.enabled_models())
     if parts:
-        raise not_found(request)
+        raise not_found(request, "POST / and GET /models")
     if request.method != "POST":
         raise method_not_allowed(request, "POST")
 

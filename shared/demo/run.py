@@ -91,9 +91,25 @@ def prepare_environment(data_dir: Path) -> object | None:
             f"({time.monotonic() - started:.1f} s)"
         )
     os.environ.setdefault("DB_SCHEMA", "modelhub_demo")
-    os.environ.setdefault("HUB_SECRET_KEY", secrets.token_urlsafe(48))
+    if not os.environ.get("HUB_SECRET_KEY"):
+        os.environ["HUB_SECRET_KEY"] = demo_secret_key(data_dir / "secret_key")
     os.environ.setdefault("LOG_FORMAT", "json")
     return server
+
+
+def demo_secret_key(path: Path) -> str:
+    """Return the demo's signing key, made once and kept in `path`.
+
+    Keeping it means tokens from an earlier run still work against the
+    requests kept in the embedded database.
+    """
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(key, encoding="utf-8")
+    return key
 
 
 def register_models() -> list[str]:
@@ -288,23 +304,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Local stack up in {time.monotonic() - stack_start:.1f} s")
         print_urls(stack.urls)
         session = requests.post(
-            stack.urls["session"] + "/", timeout=HTTP_TIMEOUT_SECONDS
+            stack.urls["auth"] + "/anonymous", timeout=HTTP_TIMEOUT_SECONDS
         )
         session.raise_for_status()
-        token = session.json()["token"]
+        token = session.json()["access_token"]
 
         tracked = submit_all(stack.urls, token, models, args.input)
         wait_for_all(stack.urls, token, tracked, args.timeout)
         fetch_results(stack.urls, token, tracked, args.output)
         wait_for_instances_gone(stack)
         print_table(tracked)
+        wall_seconds = time.monotonic() - wall_start
         if args.serve:
             serve_until_interrupted(stack.urls)
 
     for item in tracked:
         if item.csv_path:
             print(f"Wrote {item.csv_path}")
-    print(f"Wall time: {time.monotonic() - wall_start:.1f} s")
+    print(f"Wall time: {wall_seconds:.1f} s")
     del server
 
     if succeeded(tracked):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -68,14 +69,14 @@ class LocalRuntime:
         )
 
     def delete_instance(self, name: str) -> bool:
-        response = self._request("DELETE", f"/pods/{name}")
+        response = self._request("DELETE", f"/pods/{quote(name, safe='')}")
         if response.status_code == 404:
             return False
         self._expect_ok(response, f"delete pod {name!r}")
         return True
 
     def get_instance(self, name: str) -> dict[str, Any] | None:
-        response = self._request("GET", f"/pods/{name}")
+        response = self._request("GET", f"/pods/{quote(name, safe='')}")
         if response.status_code == 404:
             return None
         self._expect_ok(response, f"get pod {name!r}")
