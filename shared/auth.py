@@ -1,7 +1,7 @@
-"""Who is calling: the owner of work requests, from the bearer token.
+"""Who is calling, from the bearer access token, and what they may do.
 
-Checking a token costs no database query: the signature and expiry are
-enough. A 401 body contains `token_expired` (open a new session and retry) or
+Checking a token costs no database query: the signature, expiry and claims
+are enough. A 401 body contains `token_expired` (open a new session and retry) or
 `invalid_token` (the token can never work).
 """
 
@@ -16,6 +16,7 @@ from shared.http import ApiError
 
 ANONYMOUS = "anonymous"
 USER = "user"
+ADMIN = "ADMIN"
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ def bearer_token(request: flask.Request) -> str:
         raise ApiError(
             401,
             "missing_token",
-            "send the header 'Authorization: Bearer <token>'; open an anonymous "
-            "session with POST to the session function to get a token",
+            "send the header 'Authorization: Bearer <access token>'; get one "
+            "with POST /login or POST /anonymous on the auth function",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return token.strip()
@@ -51,20 +52,58 @@ def _unauthorized(error: str, detail: str) -> ApiError:
     )
 
 
-def require_owner(request: flask.Request) -> Owner:
-    """Authenticate the caller of a user-facing function."""
+def require_claims(request: flask.Request) -> tokens.AccessClaims:
+    """Check the access token of any session, user or anonymous."""
     token = bearer_token(request)
     try:
-        session = tokens.verify_session(token)
+        return tokens.verify_access_token(token)
     except tokens.TokenExpired as error:
         raise _unauthorized(
-            "token_expired", "the session token has expired; open a new session"
+            "token_expired",
+            "the access token has expired; refresh it with POST /refresh on the "
+            "auth function and retry",
         ) from error
     except tokens.TokenInvalid as error:
         raise _unauthorized(
-            "invalid_token", "the session token is not valid; open a new session"
+            "invalid_token", "the access token is not valid; log in again"
         ) from error
-    return Owner(auth_type=ANONYMOUS, session_id=session.session_id)
+
+
+def owner_of(claims: tokens.AccessClaims) -> Owner:
+    if claims.kind == USER:
+        return Owner(auth_type=USER, user_id=claims.subject)
+    return Owner(auth_type=ANONYMOUS, session_id=claims.session_id)
+
+
+def require_owner(request: flask.Request) -> Owner:
+    """Authenticate the caller of a user-facing function (no database query)."""
+    return owner_of(require_claims(request))
+
+
+def require_user(request: flask.Request) -> tokens.AccessClaims:
+    """Authenticate a registered user; anonymous sessions get 403."""
+    claims = require_claims(request)
+    if claims.kind != USER:
+        raise ApiError(
+            403,
+            "user_required",
+            "this endpoint needs a registered user; anonymous sessions cannot "
+            "use it. Log in with an account",
+        )
+    return claims
+
+
+def require_admin(request: flask.Request) -> tokens.AccessClaims:
+    """Authenticate a user holding the ADMIN permission; others get 403."""
+    claims = require_user(request)
+    if ADMIN not in claims.permissions:
+        raise ApiError(
+            403,
+            "admin_required",
+            "this endpoint needs the ADMIN permission; ask an administrator "
+            "to grant it, then log in again or refresh your session",
+        )
+    return claims
 
 
 def require_job_grant(request: flask.Request) -> tokens.JobGrant:

@@ -59,7 +59,7 @@ class FunctionSpec:
 
 
 FUNCTIONS = (
-    FunctionSpec(service="session", folder="session", target="session"),
+    FunctionSpec(service="auth", folder="auth", target="auth"),
     FunctionSpec(service="submit", folder="submit", target="submit"),
     FunctionSpec(service="requests", folder="requests", target="requests_api"),
     FunctionSpec(service="scheduler", folder="scheduler", target="scheduler"),

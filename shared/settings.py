@@ -28,8 +28,18 @@ class Settings:
     secret_key: str
     max_inputs: int
     max_input_length: int
-    session_ttl_seconds: int
+    access_token_ttl_seconds: int
+    user_session_ttl_seconds: int
+    anonymous_session_ttl_seconds: int
+    refresh_grace_seconds: int
     job_token_ttl_seconds: int
+    password_time_cost: int
+    password_memory_kib: int
+    password_parallelism: int
+    login_max_failures_per_account: int
+    login_max_failures_per_address: int
+    login_failure_window_seconds: int
+    trusted_proxy_hops: int
     event_sink: str | None
     event_source: str
     runtime: str
@@ -74,6 +84,18 @@ def _positive_int(
         errors.append(f"{name}={raw!r} is invalid: set a whole number of 1 or more")
         return default
     return value
+
+
+def _whole_number(
+    env: dict[str, str], name: str, default: int, errors: list[str]
+) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        errors.append(f"{name}={raw!r} is invalid: set a whole number of 0 or more")
+        return default
+    return int(raw)
 
 
 def _choice(
@@ -128,10 +150,34 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         secret_key=secret_key,
         max_inputs=_positive_int(env, "MAX_INPUTS", 1000, errors),
         max_input_length=_positive_int(env, "MAX_INPUT_LENGTH", 2000, errors),
-        session_ttl_seconds=_positive_int(env, "SESSION_TTL_SECONDS", 86400, errors),
+        access_token_ttl_seconds=_positive_int(
+            env, "ACCESS_TOKEN_TTL_SECONDS", 300, errors
+        ),
+        user_session_ttl_seconds=_positive_int(
+            env, "USER_SESSION_TTL_SECONDS", 30 * 86400, errors
+        ),
+        anonymous_session_ttl_seconds=_positive_int(
+            env, "ANONYMOUS_SESSION_TTL_SECONDS", 2 * 86400, errors
+        ),
+        refresh_grace_seconds=_whole_number(env, "REFRESH_GRACE_SECONDS", 10, errors),
         job_token_ttl_seconds=_positive_int(
             env, "JOB_TOKEN_TTL_SECONDS", 6 * 3600, errors
         ),
+        password_time_cost=_positive_int(env, "PASSWORD_TIME_COST", 3, errors),
+        password_memory_kib=_positive_int(
+            env, "PASSWORD_MEMORY_KIB", 64 * 1024, errors
+        ),
+        password_parallelism=_positive_int(env, "PASSWORD_PARALLELISM", 1, errors),
+        login_max_failures_per_account=_positive_int(
+            env, "LOGIN_MAX_FAILURES_PER_ACCOUNT", 5, errors
+        ),
+        login_max_failures_per_address=_positive_int(
+            env, "LOGIN_MAX_FAILURES_PER_ADDRESS", 30, errors
+        ),
+        login_failure_window_seconds=_positive_int(
+            env, "LOGIN_FAILURE_WINDOW_SECONDS", 900, errors
+        ),
+        trusted_proxy_hops=_whole_number(env, "TRUSTED_PROXY_HOPS", 0, errors),
         event_sink=_url(env, "K_SINK", errors),
         event_source=env.get("EVENT_SOURCE", "").strip() or "/modelhub",
         runtime=_choice(env, "RUNTIME", RUNTIMES, "local", errors),

@@ -8,7 +8,7 @@ comes from each connection's `search_path` (see `shared.db`).
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = sa.MetaData()
 
@@ -71,4 +71,47 @@ model_instance_log = sa.Table(
     sa.Column("detail", sa.Text),
     sa.Column("pod", JSONB),
     sa.Column("log_timestamp", sa.DateTime(timezone=True), nullable=False),
+)
+
+app_user = sa.Table(
+    "app_user",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("username", sa.Text, nullable=False),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_updated", sa.DateTime(timezone=True), nullable=False),
+)
+
+user_permission = sa.Table(
+    "user_permission",
+    metadata,
+    sa.Column("user_id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("permission", sa.Text, primary_key=True),
+    sa.Column("granted_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+auth_session = sa.Table(
+    "auth_session",
+    metadata,
+    sa.Column("id", UUID(as_uuid=False), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("user_id", UUID(as_uuid=False)),
+    sa.Column("refresh_hashes", ARRAY(sa.LargeBinary), nullable=False),
+    sa.Column("retired_hashes", ARRAY(sa.LargeBinary), nullable=False),
+    sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("revoked_reason", sa.Text),
+)
+
+login_failure = sa.Table(
+    "login_failure",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("client_address", sa.Text, nullable=False),
+    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
 )

@@ -1,8 +1,9 @@
-"""Signed tokens: anonymous session tokens and instance-scoped job tokens.
+"""Signed tokens: access tokens of sessions, and instance-scoped job tokens.
 
 Both are JWTs signed with HUB_SECRET_KEY using HS256. Decoding pins the
-algorithm, requires `exp`, `iat` and `sub`, and checks the `kind` claim, so a
-job token never works as a session token or the other way round.
+algorithm, requires `exp`, `iat`, `sub` and the type claim `typ`, and allows
+5 s of clock leeway. The type check means a job token never works as an
+access token or the other way round.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from shared.settings import get_settings
 
 ALGORITHM = "HS256"
 LEEWAY_SECONDS = 5
-SESSION_KIND = "anonymous"
-JOB_KIND = "job"
+ACCESS_TYPE = "access"
+JOB_TYPE = "job"
+SESSION_KINDS = ("user", "anonymous")
 
 
 class TokenExpired(Exception):
@@ -27,14 +29,17 @@ class TokenExpired(Exception):
 
 
 class TokenInvalid(Exception):
-    """The token is malformed, forged, of the wrong kind or lacks claims."""
+    """The token is malformed, forged, of the wrong type or lacks claims."""
 
 
 @dataclass(frozen=True)
-class Session:
-    """An anonymous session: the owner of the requests made with its token."""
+class AccessClaims:
+    """The caller an access token stands for: a user or anonymous session."""
 
+    subject: str
     session_id: str
+    kind: str
+    permissions: tuple[str, ...]
     expires_at: int
 
 
@@ -56,42 +61,67 @@ def _encode(claims: dict[str, Any], ttl_seconds: int) -> tuple[str, int]:
     return token, expires_at
 
 
-def _decode(token: str, kind: str) -> dict[str, Any]:
+def _decode(token: str, token_type: str, required: list[str]) -> dict[str, Any]:
     try:
         claims = jwt.decode(
             token,
             get_settings().secret_key,
             algorithms=[ALGORITHM],
             leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "iat", "sub", "kind"]},
+            options={"require": ["exp", "iat", "sub", "typ", *required]},
         )
     except jwt.ExpiredSignatureError as error:
         raise TokenExpired(str(error)) from error
     except jwt.PyJWTError as error:
         raise TokenInvalid(str(error)) from error
-    if claims.get("kind") != kind:
-        raise TokenInvalid(f"token kind is {claims.get('kind')!r}, expected {kind!r}")
+    if claims.get("typ") != token_type:
+        raise TokenInvalid(
+            f"token type is {claims.get('typ')!r}, expected {token_type!r}"
+        )
     return claims
 
 
-def issue_session() -> tuple[Session, str]:
-    """Create a new anonymous session and its token."""
-    session_id = str(uuid.uuid4())
-    token, expires_at = _encode(
-        {"sub": session_id, "kind": SESSION_KIND},
-        get_settings().session_ttl_seconds,
-    )
-    return Session(session_id, expires_at), token
-
-
-def verify_session(token: str) -> Session:
-    """Return the session a token stands for; raise TokenExpired/TokenInvalid."""
-    claims = _decode(token, SESSION_KIND)
+def _uuid_text(value: Any, name: str) -> str:
     try:
-        session_id = str(uuid.UUID(str(claims["sub"])))
+        return str(uuid.UUID(str(value)))
     except ValueError as error:
-        raise TokenInvalid("session id is not a UUID") from error
-    return Session(session_id, int(claims["exp"]))
+        raise TokenInvalid(f"{name} is not a UUID") from error
+
+
+def issue_access_token(
+    *, subject: str, session_id: str, kind: str, permissions: list[str]
+) -> tuple[str, int]:
+    """Sign an access token; return it with its expiry (Unix seconds)."""
+    return _encode(
+        {
+            "sub": subject,
+            "sid": session_id,
+            "kind": kind,
+            "perms": sorted(permissions),
+            "typ": ACCESS_TYPE,
+        },
+        get_settings().access_token_ttl_seconds,
+    )
+
+
+def verify_access_token(token: str) -> AccessClaims:
+    """Return the claims of an access token; raise TokenExpired/TokenInvalid."""
+    claims = _decode(token, ACCESS_TYPE, ["sid", "kind"])
+    kind = claims["kind"]
+    if kind not in SESSION_KINDS:
+        raise TokenInvalid(f"session kind {kind!r} is unknown")
+    permissions = claims.get("perms", [])
+    if not isinstance(permissions, list) or not all(
+        isinstance(p, str) for p in permissions
+    ):
+        raise TokenInvalid("perms claim is not a list of names")
+    return AccessClaims(
+        subject=_uuid_text(claims["sub"], "sub"),
+        session_id=_uuid_text(claims["sid"], "sid"),
+        kind=kind,
+        permissions=tuple(permissions),
+        expires_at=int(claims["exp"]),
+    )
 
 
 def issue_job_token(grant: JobGrant) -> str:
@@ -99,7 +129,7 @@ def issue_job_token(grant: JobGrant) -> str:
     token, _ = _encode(
         {
             "sub": grant.request_id,
-            "kind": JOB_KIND,
+            "typ": JOB_TYPE,
             "instance": grant.instance_name,
             "attempt": grant.attempt,
             "model": grant.model_id,
@@ -111,13 +141,13 @@ def issue_job_token(grant: JobGrant) -> str:
 
 def verify_job_token(token: str) -> JobGrant:
     """Return the grant of a job token; raise TokenExpired/TokenInvalid."""
-    claims = _decode(token, JOB_KIND)
+    claims = _decode(token, JOB_TYPE, ["instance", "attempt", "model"])
     try:
         return JobGrant(
-            request_id=str(uuid.UUID(str(claims["sub"]))),
+            request_id=_uuid_text(claims["sub"], "sub"),
             instance_name=str(claims["instance"]),
             attempt=int(claims["attempt"]),
             model_id=str(claims["model"]),
         )
-    except (KeyError, TypeError, ValueError) as error:
-        raise TokenInvalid(f"job token claims are incomplete: {error}") from error
+    except (TypeError, ValueError) as error:
+        raise TokenInvalid(f"job token claims are invalid: {error}") from error

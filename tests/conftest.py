@@ -24,13 +24,25 @@ os.environ["DATABASE_URL"] = os.environ.get(
 os.environ["DB_SCHEMA"] = TEST_SCHEMA
 os.environ["HUB_SECRET_KEY"] = secrets.token_urlsafe(48)
 os.environ["LOG_FORMAT"] = "text"
+# Cheap password hashing keeps the suite fast; production uses 64 MiB.
+os.environ["PASSWORD_TIME_COST"] = "1"
+os.environ["PASSWORD_MEMORY_KIB"] = "8192"
 os.environ.pop("K_SINK", None)
 os.environ.pop("LOCAL_RUNTIME_URL", None)
 
 from shared import migrate  # noqa: E402
 from shared.db import get_engine  # noqa: E402
 
-TABLES = ("model_instance_log", "work_request_data", "work_request", "model")
+TABLES = (
+    "model_instance_log",
+    "work_request_data",
+    "work_request",
+    "model",
+    "login_failure",
+    "auth_session",
+    "user_permission",
+    "app_user",
+)
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +96,8 @@ def requests_client(db):
 
 
 @pytest.fixture
-def session_client():
-    return load_function("session", "session").test_client()
+def auth_client(db):
+    return load_function("auth", "auth").test_client()
 
 
 @pytest.fixture
@@ -94,10 +106,10 @@ def jobs_client(db):
 
 
 @pytest.fixture
-def session_token(session_client):
-    response = session_client.post("/")
+def session_token(auth_client):
+    response = auth_client.post("/anonymous")
     assert response.status_code == 201
-    return response.get_json()["token"]
+    return response.get_json()["access_token"]
 
 
 @pytest.fixture

@@ -61,7 +61,9 @@ def wait_no_instances(stack, timeout=30.0):
 
 
 def test_requests_run_end_to_end(stack):
-    token = requests.post(stack.urls["session"] + "/", timeout=TIMEOUT).json()["token"]
+    token = requests.post(stack.urls["auth"] + "/anonymous", timeout=TIMEOUT).json()[
+        "access_token"
+    ]
     headers = {"Authorization": f"Bearer {token}"}
     submit_url = stack.urls["submit"] + "/"
 

@@ -51,8 +51,8 @@ def test_work_requests_run_end_to_end(demo_models, tmp_path):
     with LocalStack(env=dict(os.environ), log_dir=tmp_path / "logs") as stack:
         assert stack.broker is not None
         assert stack.pods is not None
-        session = requests.post(stack.urls["session"] + "/", timeout=HTTP_TIMEOUT)
-        headers = {"Authorization": f"Bearer {session.json()['token']}"}
+        session = requests.post(stack.urls["auth"] + "/anonymous", timeout=HTTP_TIMEOUT)
+        headers = {"Authorization": f"Bearer {session.json()['access_token']}"}
 
         finished = {}
         for model_id in ("demo-molweight", "demo-descriptors"):

@@ -37,14 +37,15 @@ def complete(db, jobs_client, request_id, rows):
     return agent
 
 
-def test_session_opens_with_expiry(session_client):
-    response = session_client.post("/")
+def test_anonymous_session_opens_with_expiry(auth_client):
+    response = auth_client.post("/anonymous")
 
     body = response.get_json()
     assert response.status_code == 201
-    assert body["auth_type"] == "anonymous"
-    assert body["expires_at"] > time.time()
-    assert session_client.get("/").status_code == 405
+    assert body["session"]["auth_type"] == "anonymous"
+    assert body["access_expires_at"] > time.time()
+    assert body["user"] is None
+    assert auth_client.get("/anonymous").status_code == 405
 
 
 def test_owner_lists_and_reads_own_requests(submit_client, requests_client, auth):
@@ -62,9 +63,9 @@ def test_owner_lists_and_reads_own_requests(submit_client, requests_client, auth
     assert "input" not in one.get_json()
 
 
-def test_other_session_gets_404(submit_client, requests_client, session_client, auth):
+def test_other_session_gets_404(submit_client, requests_client, auth_client, auth):
     request_id = submit(submit_client, auth, ["CCO"])
-    other_token = session_client.post("/").get_json()["token"]
+    other_token = auth_client.post("/anonymous").get_json()["access_token"]
     other = {"Authorization": f"Bearer {other_token}"}
 
     assert requests_client.get(f"/{request_id}", headers=other).status_code == 404
@@ -173,7 +174,9 @@ def test_expired_session_token_says_expired(requests_client, db):
     token = jwt.encode(
         {
             "sub": "6f1c0e8e-8c38-4a3c-9d7c-2b2f0f9d0c11",
+            "sid": "6f1c0e8e-8c38-4a3c-9d7c-2b2f0f9d0c11",
             "kind": "anonymous",
+            "typ": "access",
             "iat": now - 100,
             "exp": now - 60,
         },
@@ -230,3 +233,74 @@ def test_jobs_result_before_fetch_is_409(submit_client, jobs_client, demo_models
 
     assert response.status_code == 409
     assert response.get_json()["error"] == "request_not_processing"
+
+
+def test_results_sanitised_and_input_column_kept(
+    submit_client, requests_client, jobs_client, demo_models, auth
+):
+    request_id = submit(submit_client, auth, ["CCO", "CCN"])
+    agent = start_instance(demo_models, request_id)
+    jobs_client.get("/job", headers=agent)
+    body = (
+        '{"results": [{"input": "echo", "mw": NaN, "note": "a\\u0000b\\ud800"},'
+        ' {"input": "echo2", "mw": Infinity, "note": "ok"}]}'
+    )
+
+    response = jobs_client.post(
+        "/job/result", data=body, content_type="application/json", headers=agent
+    )
+    results = requests_client.get(f"/{request_id}/results", headers=auth).get_json()
+
+    assert response.status_code == 200, response.get_json()
+    assert results["columns"] == ["input", "model_input", "mw", "note"]
+    assert results["rows"][0]["input"] == "CCO"
+    assert results["rows"][0]["model_input"] == "echo"
+    assert results["rows"][0]["mw"] is None
+    assert results["rows"][0]["note"] == "ab\ufffd"
+    assert results["rows"][1]["mw"] is None
+
+
+def test_too_deep_result_fails_request(
+    submit_client, requests_client, jobs_client, demo_models, auth
+):
+    request_id = submit(submit_client, auth, ["CCO"])
+    agent = start_instance(demo_models, request_id)
+    jobs_client.get("/job", headers=agent)
+    nested: list = []
+    for _ in range(40):
+        nested = [nested]
+
+    response = jobs_client.post(
+        "/job/result", json={"results": [{"deep": nested}]}, headers=agent
+    )
+
+    assert response.status_code == 422
+    current = requests_client.get(f"/{request_id}", headers=auth).get_json()
+    assert current["status"] == "FAILED"
+
+
+def test_failure_reason_with_bad_text_keeps_pool_healthy(
+    submit_client, requests_client, jobs_client, demo_models, auth
+):
+    first = submit(submit_client, auth, ["CCO"])
+    agent = start_instance(demo_models, first)
+
+    failed = jobs_client.post(
+        "/job/failure",
+        data='{"reason": "model said \\ud800\\u0000 boom"}',
+        content_type="application/json",
+        headers=agent,
+    )
+    listing = requests_client.get("/", headers=auth)
+
+    assert failed.status_code == 200
+    assert listing.status_code == 200
+    current = requests_client.get(f"/{first}", headers=auth).get_json()
+    assert current["status_reason"] == "model said \ufffd boom"
+
+
+def test_list_rejects_bad_model_filter(requests_client, auth, db):
+    response = requests_client.get("/?model_id=%00", headers=auth)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_model_id"
