@@ -25,8 +25,14 @@ USERNAME_RULE = (
     "3 to 32 characters: letters, digits, '.', '_' or '-', starting with a "
     "letter or digit"
 )
-# A practical subset of RFC 5321 addresses: one @, no spaces, a dotted domain.
-EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+# A practical ASCII subset of RFC 5321 addresses: the usual local-part
+# characters and a dotted domain of letter-digit-hyphen labels. Keeping to
+# ASCII rules out look-alike addresses (Cyrillic or full-width letters).
+EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
 EMAIL_MAX_LENGTH = 254
 PERMISSIONS = ("ADMIN",)
 
@@ -65,14 +71,18 @@ def check_signup(body: Any) -> tuple[str, str, str]:
     email = body.get("email")
     password = body.get("password")
 
-    if not isinstance(username, str) or not username:
+    if username is None or username == "":
         raise _field_error("username", "is missing")
-    if not USERNAME.match(username):
+    if not isinstance(username, str):
+        raise _field_error("username", f"must be a string, {USERNAME_RULE}")
+    if not USERNAME.fullmatch(username):
         raise _field_error("username", f"must be {USERNAME_RULE}")
-    if not isinstance(email, str) or not email.strip():
+    if email is None or (isinstance(email, str) and not email.strip()):
         raise _field_error("email", "is missing: an email address is required")
+    if not isinstance(email, str):
+        raise _field_error("email", "must be a string like name@example.org")
     email = email.strip()
-    if len(email) > EMAIL_MAX_LENGTH or not EMAIL.match(email):
+    if len(email) > EMAIL_MAX_LENGTH or not EMAIL.fullmatch(email):
         raise _field_error(
             "email", f"{email[:80]!r} is not a valid address like name@example.org"
         )
@@ -85,19 +95,20 @@ def check_signup(body: Any) -> tuple[str, str, str]:
 
 
 def create_user(
-    connection: Connection, username: str, email: str, password: str
+    connection: Connection, username: str, email: str, password_hash: str
 ) -> User:
-    """Store a new user; raise 409 naming the field that is taken."""
+    """Store a new user; raise 409 naming the field that is taken.
+
+    Names are compared with PostgreSQL's lower(), the function the unique
+    indexes use, so the check and the indexes agree on every character.
+    """
+    same_username = sa.func.lower(app_user.c.username) == sa.func.lower(username)
+    same_email = sa.func.lower(app_user.c.email) == sa.func.lower(email)
     taken = connection.execute(
         sa.select(
-            sa.func.bool_or(sa.func.lower(app_user.c.username) == username.lower()),
-            sa.func.bool_or(sa.func.lower(app_user.c.email) == email.lower()),
-        ).where(
-            sa.or_(
-                sa.func.lower(app_user.c.username) == username.lower(),
-                sa.func.lower(app_user.c.email) == email.lower(),
-            )
-        )
+            sa.func.bool_or(same_username),
+            sa.func.bool_or(same_email),
+        ).where(sa.or_(same_username, same_email))
     ).one()
     if taken[0]:
         raise ApiError(
@@ -118,7 +129,7 @@ def create_user(
                 id=str(uuid.uuid4()),
                 username=username,
                 email=email,
-                password_hash=passwords.hash_password(password),
+                password_hash=password_hash,
             )
             .returning(
                 app_user.c.id,
@@ -129,8 +140,9 @@ def create_user(
         ).one()
     except IntegrityError as error:
         # A concurrent signup took the name between the check and the insert.
+        field = "email" if "app_user_email" in str(error.orig) else "username"
         raise ApiError(
-            409, "username_taken", "username or email: is already taken"
+            409, f"{field}_taken", f"{field}: is already taken", field=field
         ) from error
     return User(str(row.id), row.username, row.email, row.created_at)
 

@@ -31,7 +31,9 @@ class Owner:
 def bearer_token(request: flask.Request) -> str:
     """Return the bearer token of the request or raise a 401."""
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    parts = header.split(None, 1)
+    scheme = parts[0] if parts else ""
+    token = parts[1] if len(parts) == 2 else ""
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(
             401,

@@ -58,6 +58,9 @@ def _ping_on_checkout(dbapi_connection, connection_record, connection_proxy) -> 
         cursor = dbapi_connection.cursor()
         cursor.execute("SELECT 1")
         cursor.close()
+        # pg8000 opened a transaction for the ping; end it, so the caller
+        # starts clean (AUTOCOMMIT work such as VACUUM needs that).
+        dbapi_connection.rollback()
     except (OSError, pg8000.dbapi.Error) as error:
         raise DisconnectionError(f"pooled connection is dead: {error}") from error
 

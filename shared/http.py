@@ -111,8 +111,32 @@ def not_found(request: flask.Request, routes: str = "") -> ApiError:
     return ApiError(404, "not_found", detail)
 
 
-def json_body(request: flask.Request) -> Any:
-    """Parse the body as JSON or raise a 400 that names the problem."""
+def _unstorable_text(value: Any, depth: int = 0) -> bool:
+    """True when a string anywhere in `value` has NUL or a lone surrogate."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        items = list(value.keys()) + list(value.values())
+        return any(_unstorable_text(item, depth + 1) for item in items)
+    if isinstance(value, list):
+        return any(_unstorable_text(item, depth + 1) for item in value)
+    return False
+
+
+def json_body(request: flask.Request, *, strict_text: bool = True) -> Any:
+    """Parse the body as JSON or raise a 400 that names the problem.
+
+    With `strict_text`, text with NUL characters or lone surrogates (which
+    PostgreSQL and the password hasher cannot take) is rejected too.
+    """
     raw = request.get_data(cache=True)
     if not raw:
         raise ApiError(400, "missing_body", "the request body is empty; send JSON")
@@ -125,7 +149,7 @@ def json_body(request: flask.Request) -> Any:
             f"the body is not valid UTF-8 (byte {error.start}); send UTF-8 text",
         ) from error
     try:
-        return flask.json.loads(text)
+        body = flask.json.loads(text)
     except ValueError as error:
         raise ApiError(
             400, "invalid_json", f"the body is not valid JSON: {error}"
@@ -136,3 +160,11 @@ def json_body(request: flask.Request) -> Any:
             "invalid_json",
             "the JSON body nests too deeply to read; send a flat object",
         ) from error
+    if strict_text and _unstorable_text(body):
+        raise ApiError(
+            400,
+            "invalid_text",
+            "the JSON body contains a NUL character or an unpaired UTF-16 "
+            "surrogate (\\u0000, \\ud800-\\udfff); remove it",
+        )
+    return body

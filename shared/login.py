@@ -22,8 +22,9 @@ INVALID_CREDENTIALS = "invalid username or password"
 
 def signup(body: Any) -> accounts.User:
     username, email, password = accounts.check_signup(body)
+    password_hash = passwords.hash_password(password)
     with transaction() as connection:
-        user = accounts.create_user(connection, username, email, password)
+        user = accounts.create_user(connection, username, email, password_hash)
     log_event(logger, "auth.signed_up", user_id=user.id)
     return user
 
@@ -35,10 +36,14 @@ def _credentials(body: Any) -> tuple[str, str]:
         )
     username = body.get("username")
     password = body.get("password")
-    if not isinstance(username, str) or not username:
-        raise ApiError(400, "missing_field", "username: is missing", field="username")
-    if not isinstance(password, str) or not password:
-        raise ApiError(400, "missing_field", "password: is missing", field="password")
+    for name, value in (("username", username), ("password", password)):
+        if value is None or value == "":
+            raise ApiError(400, "missing_field", f"{name}: is missing", field=name)
+        if not isinstance(value, str):
+            raise ApiError(
+                400, "invalid_field", f"{name}: must be a string", field=name
+            )
+    assert isinstance(username, str) and isinstance(password, str)
     if len(username) > 64 or len(password) > passwords.MAX_LENGTH:
         raise ApiError(401, "invalid_credentials", INVALID_CREDENTIALS)
     return username, password
@@ -48,14 +53,12 @@ def login(body: Any, address: str) -> sessions.Issued:
     """Check the credentials and start a user session."""
     username, password = _credentials(body)
     with transaction() as connection:
-        throttle.check_allowed(connection, username, address)
+        throttle.begin_attempt(connection, username, address)
         row = accounts.find_for_login(connection, username)
 
     if row is None:
         passwords.burn_verification_time(password)
     if row is None or not passwords.verify_password(row.password_hash, password):
-        with transaction() as connection:
-            throttle.record_failure(connection, username, address)
         log_event(logger, "auth.login_failed", address=address)
         raise ApiError(401, "invalid_credentials", INVALID_CREDENTIALS)
 
@@ -63,7 +66,7 @@ def login(body: Any, address: str) -> sessions.Issued:
     if passwords.needs_rehash(row.password_hash):
         new_hash = passwords.hash_password(password)
     with transaction() as connection:
-        throttle.clear_account(connection, username)
+        throttle.clear_failures(connection, username, address)
         if new_hash is not None:
             accounts.update_password_hash(connection, str(row.id), new_hash)
         issued = sessions.start_session(connection, USER, user_id=str(row.id))

@@ -60,7 +60,7 @@ def policy_problem(password: object, username: str, email: str) -> str | None:
         return f"password must have at most {MAX_LENGTH} characters"
 
     lowered = password.lower()
-    if lowered in common_passwords():
+    if lowered.strip() in common_passwords():
         return "password is on the list of common passwords; choose another"
     if len(set(password)) <= 2:
         return "password repeats one or two characters; choose another"

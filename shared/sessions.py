@@ -9,10 +9,10 @@ token is used again. Each login or refresh returns:
   permission changes take effect within that TTL plus 5 s of leeway.
 - a refresh token `<session id>.<secret>`, stored only as a SHA-256 hash.
   Every refresh rotates it. A token retired by rotation and presented
-  again means it was copied, so the whole session is revoked; within
-  `REFRESH_GRACE_SECONDS` of a rotation, the tokens issued in that window
-  all stay valid, so a client that retries a refresh whose response it
-  lost, or two tabs refreshing at once, are not logged out.
+  again means it was copied, so the whole session is revoked. Within
+  `REFRESH_GRACE_SECONDS` of a rotation, the tokens it retired and every
+  token issued since stay valid, so a client that retries a refresh whose
+  response it lost, or two tabs refreshing at once, are not logged out.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from shared.http import ApiError
 from shared.settings import get_settings
 from shared.tables import auth_session
 
-MAX_VALID_HASHES = 4
-MAX_RETIRED_HASHES = 16
+MAX_VALID_HASHES = 16
+MAX_RETIRED_HASHES = 64
 
 
 @dataclass(frozen=True)
@@ -228,9 +228,14 @@ def refresh(
         return None, _invalid("this session has expired")
 
     valid = [bytes(h) for h in row.refresh_hashes]
+    previous = [bytes(h) for h in row.previous_hashes]
     retired = [bytes(h) for h in row.retired_hashes]
-    if not _contains(valid, digest):
-        if _contains(retired, digest):
+    grace = timedelta(seconds=get_settings().refresh_grace_seconds)
+    in_grace = row.now - row.rotated_at <= grace
+
+    accepted = _contains(valid, digest) or (in_grace and _contains(previous, digest))
+    if not accepted:
+        if _contains(previous, digest) or _contains(retired, digest):
             _revoke(connection, session_id, "refresh token reused after rotation")
             return None, _invalid(
                 "this refresh token was already used, so the session was ended "
@@ -239,15 +244,19 @@ def refresh(
         return None, _invalid("the refresh token is not valid")
 
     new_token, new_digest = _new_refresh(session_id)
-    grace = timedelta(seconds=get_settings().refresh_grace_seconds)
-    if row.now - row.rotated_at <= grace:
-        valid = (valid + [new_digest])[-MAX_VALID_HASHES:]
-        values: dict[str, Any] = {"refresh_hashes": valid}
+    if in_grace:
+        # A retry or a parallel refresh: every token of this window stays
+        # valid. Past the cap, the oldest move to the previous generation,
+        # where they still count as retries until the window closes.
+        valid = valid + [new_digest]
+        previous = previous + valid[:-MAX_VALID_HASHES]
+        valid = valid[-MAX_VALID_HASHES:]
+        values: dict[str, Any] = {"refresh_hashes": valid, "previous_hashes": previous}
     else:
-        retired = (retired + valid)[-MAX_RETIRED_HASHES:]
         values = {
             "refresh_hashes": [new_digest],
-            "retired_hashes": retired,
+            "previous_hashes": valid,
+            "retired_hashes": (retired + previous)[-MAX_RETIRED_HASHES:],
             "rotated_at": sa.func.now(),
         }
     connection.execute(

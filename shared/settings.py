@@ -36,6 +36,7 @@ class Settings:
     password_time_cost: int
     password_memory_kib: int
     password_parallelism: int
+    login_max_failures_per_account_address: int
     login_max_failures_per_account: int
     login_max_failures_per_address: int
     login_failure_window_seconds: int
@@ -168,8 +169,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             env, "PASSWORD_MEMORY_KIB", 64 * 1024, errors
         ),
         password_parallelism=_positive_int(env, "PASSWORD_PARALLELISM", 1, errors),
+        login_max_failures_per_account_address=_positive_int(
+            env, "LOGIN_MAX_FAILURES_PER_ACCOUNT_ADDRESS", 5, errors
+        ),
         login_max_failures_per_account=_positive_int(
-            env, "LOGIN_MAX_FAILURES_PER_ACCOUNT", 5, errors
+            env, "LOGIN_MAX_FAILURES_PER_ACCOUNT", 50, errors
         ),
         login_max_failures_per_address=_positive_int(
             env, "LOGIN_MAX_FAILURES_PER_ADDRESS", 30, errors

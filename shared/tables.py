@@ -99,6 +99,7 @@ auth_session = sa.Table(
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("user_id", UUID(as_uuid=False)),
     sa.Column("refresh_hashes", ARRAY(sa.LargeBinary), nullable=False),
+    sa.Column("previous_hashes", ARRAY(sa.LargeBinary), nullable=False),
     sa.Column("retired_hashes", ARRAY(sa.LargeBinary), nullable=False),
     sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 
 from shared import admin_cli, passwords
 from shared.settings import get_settings
+from tests.conftest import load_function
 
 PASSWORD = "violet-harbour-42-lantern"
 
@@ -397,7 +399,7 @@ def test_password_rehashed_when_parameters_change(auth_client, user, db, monkeyp
 
 
 def test_account_throttled_after_failures(auth_client, user):
-    limit = get_settings().login_max_failures_per_account
+    limit = get_settings().login_max_failures_per_account_address
     for _ in range(limit):
         assert login(auth_client, password="wrong-password-here").status_code == 401
 
@@ -409,7 +411,7 @@ def test_account_throttled_after_failures(auth_client, user):
 
 
 def test_unknown_account_throttled_the_same(auth_client, db):
-    limit = get_settings().login_max_failures_per_account
+    limit = get_settings().login_max_failures_per_account_address
     for _ in range(limit):
         login(auth_client, "ghost", "wrong-password-here")
 
@@ -432,7 +434,7 @@ def test_address_throttled_across_accounts(auth_client, db):
 
 
 def test_success_clears_account_failures(auth_client, user):
-    limit = get_settings().login_max_failures_per_account
+    limit = get_settings().login_max_failures_per_account_address
     for _ in range(limit - 1):
         login(auth_client, password="wrong-password-here")
     assert login(auth_client).status_code == 200
@@ -669,3 +671,154 @@ def test_user_requests_are_owned_by_user(
     assert (
         requests_client.get(f"/{request_id}", headers=bearer(other)).status_code == 404
     )
+
+
+def test_owner_not_locked_out_by_stranger(auth_client, user):
+    limit = get_settings().login_max_failures_per_account_address
+    for _ in range(limit):
+        login(auth_client, password="wrong-password-here", address="10.66.0.1")
+
+    assert login(auth_client, address="10.66.0.1").status_code == 429
+    assert login(auth_client, address="10.1.1.1").status_code == 200
+
+
+def test_parallel_guesses_all_counted(auth_client, user):
+    limit = get_settings().login_max_failures_per_account_address
+    codes: list[int] = []
+    barrier = threading.Barrier(12)
+
+    def guess(index: int) -> None:
+        client = load_function("auth", "auth").test_client()
+        barrier.wait(timeout=30)
+        codes.append(login(client, "ada", f"wrong-password-{index}").status_code)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert len(codes) == 12
+    assert codes.count(401) == limit
+    assert codes.count(429) == 12 - limit
+
+
+def test_refresh_retry_after_normal_rotation(auth_client, user, db):
+    age_rotation(db, user["session"]["id"])
+
+    first = auth_client.post("/refresh", json={"refresh_token": user["refresh_token"]})
+    retry = auth_client.post("/refresh", json={"refresh_token": user["refresh_token"]})
+    later = auth_client.post(
+        "/refresh", json={"refresh_token": first.get_json()["refresh_token"]}
+    )
+
+    assert first.status_code == 200
+    assert retry.status_code == 200
+    assert later.status_code == 200
+
+
+def test_many_parallel_refreshes_keep_session(auth_client, user, db):
+    age_rotation(db, user["session"]["id"])
+    codes: list[int] = []
+    tokens: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def refresh() -> None:
+        client = load_function("auth", "auth").test_client()
+        barrier.wait(timeout=30)
+        response = client.post(
+            "/refresh", json={"refresh_token": user["refresh_token"]}
+        )
+        codes.append(response.status_code)
+        if response.status_code == 200:
+            tokens.append(response.get_json()["refresh_token"])
+
+    threads = [threading.Thread(target=refresh) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert codes == [200] * 8
+    for token in tokens:
+        response = auth_client.post("/refresh", json={"refresh_token": token})
+        assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/login", {"username": "a\x00b", "password": PASSWORD}),
+        ("/login", {"username": "\ud800", "password": PASSWORD}),
+        ("/login", {"username": "ada", "password": "\ud800-abcdefghijk"}),
+        (
+            "/signup",
+            {"username": "nul", "email": "a\x00b@example.org", "password": PASSWORD},
+        ),
+        (
+            "/signup",
+            {
+                "username": "pwd",
+                "email": "p@example.org",
+                "password": "abcdefghijkl\ud800",
+            },
+        ),
+        ("/refresh", {"refresh_token": f"{uuid.uuid4()}.\ud800"}),
+    ],
+)
+def test_unstorable_text_rejected(auth_client, db, path, body):
+    response = auth_client.post(path, json=body)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_text"
+
+
+@pytest.mark.parametrize(
+    ("username", "email", "field"),
+    [
+        ("ada\n", "nl@example.org", "username"),
+        ("cyril", "\u0430da@example.org", "email"),
+        ("ctrl", "a\x01b@example.org", "email"),
+        ("tags", "<script>@example.org", "email"),
+        ("hyphen", "d@-.-", "email"),
+        ("wide", "\uff41da@example.org", "email"),
+    ],
+)
+def test_lookalike_or_odd_names_rejected(auth_client, db, username, email, field):
+    response = signup(auth_client, username, email)
+
+    assert response.status_code == 422
+    assert response.get_json()["field"] == field
+
+
+def test_signup_non_string_field_says_type(auth_client, db):
+    response = auth_client.post(
+        "/signup", json={"username": 5, "email": "x@example.org", "password": PASSWORD}
+    )
+
+    assert response.status_code == 422
+    assert "must be a string" in response.get_json()["detail"]
+
+
+def test_bearer_with_tab_accepted(auth_client, user):
+    response = auth_client.get(
+        "/me", headers={"Authorization": "Bearer\t" + user["access_token"]}
+    )
+
+    assert response.status_code == 200
+
+
+def test_padded_common_password_rejected(auth_client, db):
+    response = signup(auth_client, "ada", password=" password1234 ")
+
+    assert response.status_code == 422
+
+
+def test_admin_path_with_nul_is_404(auth_client, admin):
+    response = auth_client.put(
+        "/users/a%00b/permissions",
+        json={"permissions": []},
+        headers=bearer(admin["access_token"]),
+    )
+
+    assert response.status_code == 404

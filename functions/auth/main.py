@@ -109,6 +109,8 @@ def put_permissions(request: flask.Request, username: str):
     permissions = accounts.check_permissions(
         body.get("permissions") if isinstance(body, dict) else None
     )
+    if not accounts.USERNAME.fullmatch(username):
+        raise ApiError(404, "user_not_found", f"user {username[:40]!r} does not exist")
     with transaction() as connection:
         row = accounts.find_for_login(connection, username)
         if row is None:

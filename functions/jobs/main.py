@@ -57,7 +57,8 @@ def fetch(request: flask.Request):
 
 def report(request: flask.Request, kind: str):
     grant = require_job_grant(request)
-    body = json_body(request)
+    # Model output may hold such text; the results module cleans it.
+    body = json_body(request, strict_text=False)
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
 

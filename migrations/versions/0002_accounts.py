@@ -46,6 +46,7 @@ def upgrade() -> None:
             kind text NOT NULL CHECK (kind IN ('user', 'anonymous')),
             user_id uuid REFERENCES app_user (id) ON DELETE CASCADE,
             refresh_hashes bytea[] NOT NULL,
+            previous_hashes bytea[] NOT NULL DEFAULT '{}',
             retired_hashes bytea[] NOT NULL DEFAULT '{}',
             rotated_at timestamptz NOT NULL DEFAULT now(),
             created_at timestamptz NOT NULL DEFAULT now(),
