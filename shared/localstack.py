@@ -67,6 +67,8 @@ FUNCTIONS = (
         service="instance-watch", folder="instance_watch", target="instance_watch"
     ),
     FunctionSpec(service="jobs", folder="jobs", target="jobs"),
+    FunctionSpec(service="stats", folder="stats", target="stats_api"),
+    FunctionSpec(service="filters", folder="filters", target="filters_api"),
 )
 
 
