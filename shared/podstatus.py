@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.runtime.base import (
@@ -20,8 +21,35 @@ from shared.runtime.base import (
     instance_name,
 )
 
-IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
-CONFIG_ERROR_REASONS = ("CreateContainerConfigError", "CreateContainerError")
+# Image pulls can fail for a moment (registry hiccup, credentials still
+# propagating) and kubelet retries them, so they fail the request only after
+# a grace period. These reasons never resolve by themselves.
+RETRIED_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff")
+PERMANENT_WAIT_REASONS = (
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+)
+NODE_LOST_REASONS = ("NodeLost", "NodeShutdown", "UnexpectedAdmissionError")
+# Signals behind the usual exit codes above 128.
+SIGNALS = {
+    130: "SIGINT",
+    134: "SIGABRT",
+    137: "SIGKILL",
+    139: "SIGSEGV",
+    143: "SIGTERM",
+}
+DEFAULT_IMAGE_PULL_GRACE_SECONDS = 120
+DEFAULT_UNSCHEDULABLE_TIMEOUT_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long a pod may stay in a state that may still resolve."""
+
+    image_pull_grace_seconds: float = DEFAULT_IMAGE_PULL_GRACE_SECONDS
+    unschedulable_timeout_seconds: float = DEFAULT_UNSCHEDULABLE_TIMEOUT_SECONDS
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,30 @@ def container_terminated(pod: dict[str, Any], container: str) -> dict[str, Any] 
     return None
 
 
+def parse_time(value: Any) -> datetime | None:
+    """Parse a Kubernetes timestamp (RFC 3339) to an aware datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _age_seconds(since: Any, now: datetime) -> float | None:
+    started = parse_time(since)
+    return None if started is None else (now - started).total_seconds()
+
+
+def _exit_text(code: int, reason: str | None) -> str:
+    signal = SIGNALS.get(code)
+    detail = reason or "Error"
+    if signal:
+        detail += f", killed by {signal}"
+    return f"exited with code {code} ({detail})"
+
+
 def _termination_failure(status: dict[str, Any]) -> str | None:
     name = _text(status.get("name")) or "?"
     for key in ("state", "lastState"):
@@ -112,28 +164,58 @@ def _termination_failure(status: dict[str, Any]) -> str | None:
             return f"container {name} ran out of memory (OOMKilled)"
         code = terminated.get("exitCode")
         if key == "state" and isinstance(code, int) and code != 0:
-            reason = _text(terminated.get("reason")) or "Error"
-            return f"container {name} exited with code {code} ({reason})"
+            reason = _text(terminated.get("reason"))
+            return f"container {name} {_exit_text(code, reason)}"
     return None
 
 
-def _waiting_failure(status: dict[str, Any]) -> str | None:
+def _waiting_failure(
+    status: dict[str, Any], pod_age: float | None, limits: Limits
+) -> str | None:
     waiting = _object(_object(status.get("state")).get("waiting"))
     reason = waiting.get("reason")
-    if reason in IMAGE_PULL_REASONS or reason in CONFIG_ERROR_REASONS:
-        name = _text(status.get("name")) or "?"
-        message = _text(waiting.get("message")) or ""
+    name = _text(status.get("name")) or "?"
+    message = _text(waiting.get("message")) or ""
+    if reason in PERMANENT_WAIT_REASONS:
         return f"container {name} cannot start: {reason} {message}".strip()
+    past_grace = pod_age is not None and pod_age >= limits.image_pull_grace_seconds
+    if reason in RETRIED_PULL_REASONS and past_grace:
+        return (
+            f"container {name} image could not be pulled for "
+            f"{int(pod_age or 0)} s: {reason} {message}"
+        ).strip()
     return None
 
 
-def failure_reason(pod: dict[str, Any]) -> str | None:
+def _unschedulable(status: dict[str, Any], now: datetime, limits: Limits) -> str | None:
+    for condition in _objects(status.get("conditions")):
+        if condition.get("type") != "PodScheduled":
+            continue
+        if (
+            condition.get("status") != "False"
+            or condition.get("reason") != "Unschedulable"
+        ):
+            return None
+        age = _age_seconds(condition.get("lastTransitionTime"), now)
+        if age is not None and age >= limits.unschedulable_timeout_seconds:
+            message = _text(condition.get("message")) or "no node fits"
+            return f"the pod could not be scheduled for {int(age)} s: {message}"
+    return None
+
+
+def failure_reason(
+    pod: dict[str, Any], now: datetime | None = None, limits: Limits | None = None
+) -> str | None:
     """Return why the instance failed, or None while it is healthy.
 
-    Checks out-of-memory kills (also when the phase is Succeeded), non-zero
-    exits, image and configuration errors, eviction and deadlines. A pending
-    pod without container statuses is normal.
+    Checks out-of-memory kills (in `state` or `lastState`, also when the
+    phase is Succeeded), non-zero exits, image errors (permanent ones at
+    once, pull errors past a grace period), scheduling past a timeout,
+    eviction, deadlines and lost nodes. A pending pod without container
+    statuses is normal.
     """
+    now = now or datetime.now(UTC)
+    limits = limits or Limits()
     status = _object(pod.get("status"))
     reason = _text(status.get("reason"))
     message = _text(status.get("message"))
@@ -141,12 +223,20 @@ def failure_reason(pod: dict[str, Any]) -> str | None:
         return f"the pod was evicted: {message or 'node pressure'}"
     if reason == "DeadlineExceeded":
         return "the instance ran past its time limit (DeadlineExceeded)"
+    if reason in NODE_LOST_REASONS or status.get("phase") == "Unknown":
+        return f"the node running the pod was lost ({reason or 'phase Unknown'})"
 
+    pod_age = _age_seconds(_object(pod.get("metadata")).get("creationTimestamp"), now)
     for container in _container_statuses(pod):
-        found = _termination_failure(container) or _waiting_failure(container)
+        found = _termination_failure(container) or _waiting_failure(
+            container, pod_age, limits
+        )
         if found is not None:
             return found
 
+    unschedulable = _unschedulable(status, now, limits)
+    if unschedulable is not None:
+        return unschedulable
     if status.get("phase") == "Failed":
         return f"the pod failed: {reason or message or 'unknown reason'}"
     return None

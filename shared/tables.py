@@ -70,6 +70,7 @@ model_instance_log = sa.Table(
     sa.Column("pod_phase", sa.Text),
     sa.Column("detail", sa.Text),
     sa.Column("pod", JSONB),
+    sa.Column("k8s_event", JSONB),
     sa.Column("log_timestamp", sa.DateTime(timezone=True), nullable=False),
 )
 

@@ -104,7 +104,7 @@ def test_requests_run_end_to_end(stack):
     assert bodies[second["id"]]["status"] == "COMPLETED"
     assert bodies[descriptors["id"]]["status"] == "COMPLETED"
     assert bodies[missing_image["id"]]["status"] == "FAILED"
-    assert "ErrImagePull" in bodies[missing_image["id"]]["status_reason"]
+    assert "ErrImageNeverPull" in bodies[missing_image["id"]]["status_reason"]
 
     # max_instances=1: the second request's job started after the first ended.
     first_done = datetime.fromisoformat(bodies[first["id"]]["processed_timestamp"])

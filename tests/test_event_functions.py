@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+import sqlalchemy as sa
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
 
@@ -94,7 +95,8 @@ def submitted_event(request_id: str) -> CloudEvent:
 
 
 def pod_event(event_type: str, pod: dict) -> CloudEvent:
-    name = pod["metadata"]["name"]
+    metadata = pod.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else pod.get("name")
     return CloudEvent(
         {
             "type": event_type,
@@ -165,7 +167,7 @@ def wait_for_pod(pods, name: str, predicate, timeout: float = 10.0) -> dict:
 
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
-def test_watch_fails_request_on_image_pull_error(
+def test_watch_fails_request_on_missing_image(
     scheduler_client, watch_client, demo_models, pods, sink, mode
 ):
     request_id = new_request(demo_models)
@@ -175,7 +177,8 @@ def test_watch_fails_request_on_image_pull_error(
         pods,
         name,
         lambda p: any(
-            (s.get("state") or {}).get("waiting", {}).get("reason") == "ErrImagePull"
+            (s.get("state") or {}).get("waiting", {}).get("reason")
+            == "ErrImageNeverPull"
             for s in p["status"].get("containerStatuses", [])
         ),
     )
@@ -210,3 +213,124 @@ def test_watch_ignores_foreign_pods_and_other_kinds(watch_client, pods):
         ).status_code
         == 200
     )
+
+
+def kube_event(
+    pod_name: str, reason="FailedScheduling", message="0/3 nodes are available"
+):
+    """A core/v1 Event as ApiServerSource sends it (eventTime is often null)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{pod_name}.17f0", "namespace": "models"},
+        "involvedObject": {"kind": "Pod", "name": pod_name, "namespace": "models"},
+        "reason": reason,
+        "message": message,
+        "type": "Warning",
+        "count": 3,
+        "eventTime": None,
+        "firstTimestamp": "2026-12-04T10:00:00Z",
+        "lastTimestamp": "2026-12-04T10:00:30Z",
+    }
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+def test_watch_stores_kubernetes_events(
+    scheduler_client, watch_client, demo_models, mode
+):
+    request_id = new_request(demo_models)
+    post_event(scheduler_client, submitted_event(request_id), "binary")
+    name = f"wr-{request_id}-1"
+    raw = kube_event(name)
+
+    response = post_event(watch_client, pod_event(APISERVER_ADD, raw), mode)
+
+    assert response.status_code == 200
+    with demo_models.connect() as connection:
+        stored = connection.execute(
+            sa.text(
+                "SELECT instance_name, detail, k8s_event FROM model_instance_log "
+                "WHERE request_id = :id AND event = 'k8s.event'"
+            ),
+            {"id": request_id},
+        ).one()
+    assert stored.instance_name == name
+    assert stored.detail == "Warning FailedScheduling: 0/3 nodes are available"
+    assert stored.k8s_event == raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        kube_event("nginx-123"),
+        {"kind": "Event", "involvedObject": {"kind": "Node", "name": "node-1"}},
+        {"kind": "Event", "involvedObject": "garbage"},
+        kube_event(f"wr-{uuid.uuid4()}-1"),
+    ],
+    ids=["foreign pod", "node event", "malformed", "unknown request"],
+)
+def test_watch_ignores_other_events(watch_client, demo_models, raw):
+    response = post_event(watch_client, pod_event(APISERVER_ADD, raw), "binary")
+
+    assert response.status_code == 200
+
+
+def test_reference_mode_fetches_pod(scheduler_client, watch_client, demo_models, pods):
+    request_id = new_request(demo_models)
+    post_event(scheduler_client, submitted_event(request_id), "binary")
+    name = f"wr-{request_id}-1"
+    wait_for_pod(
+        pods,
+        name,
+        lambda p: any(
+            (s.get("state") or {}).get("waiting", {}).get("reason")
+            == "ErrImageNeverPull"
+            for s in p["status"].get("containerStatuses", [])
+        ),
+    )
+    reference = {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": "models"}
+
+    response = post_event(
+        watch_client, pod_event(APISERVER_UPDATE, reference), "binary"
+    )
+
+    assert response.status_code == 200
+    assert status_of(demo_models, request_id) == "FAILED"
+
+
+def test_reference_to_gone_pod_counts_as_delete(
+    scheduler_client, watch_client, demo_models, pods, sink
+):
+    request_id = new_request(demo_models)
+    post_event(scheduler_client, submitted_event(request_id), "binary")
+    name = f"wr-{request_id}-1"
+    pods.delete(name)
+    wait_until_gone = time.monotonic() + 10
+    while pods.get(name) is not None and time.monotonic() < wait_until_gone:
+        time.sleep(0.05)
+    reference = {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": "models"}
+
+    response = post_event(
+        watch_client, pod_event(APISERVER_DELETE, reference), "binary"
+    )
+
+    assert response.status_code == 200
+    assert status_of(demo_models, request_id) == "FAILED"
+    released = [e for e in sink.wait_for(1) if e["type"] == INSTANCE_RELEASED]
+    assert released
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        {"apiVersion": "v1", "kind": "Service", "name": "web", "namespace": "models"},
+        {"apiVersion": "v1", "kind": "Pod", "name": "web-1", "namespace": "models"},
+    ],
+    ids=["not a pod", "foreign pod"],
+)
+def test_reference_mode_rejected_cleanly(watch_client, demo_models, reference):
+    response = post_event(
+        watch_client, pod_event(APISERVER_UPDATE, reference), "binary"
+    )
+
+    assert response.status_code == 200

@@ -332,7 +332,7 @@ def test_unknown_model_looks_like_image_pull_failure(make_server):
 
     waiting = container(pod, "model")["state"]["waiting"]
     assert pod["status"]["phase"] == "Pending"
-    assert waiting["reason"] == "ErrImagePull"
+    assert waiting["reason"] == "ErrImageNeverPull"
     assert "ersiliaos/nope:1" in waiting["message"]
     assert condition(pod, "Ready") == "False"
 

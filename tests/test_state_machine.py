@@ -302,9 +302,9 @@ def test_delete_event_releases_slot(demo_models, runtime):
         ),
         ({"terminated": {"exitCode": 1, "reason": "Error"}}, "Failed", "code 1"),
         (
-            {"waiting": {"reason": "ErrImagePull", "message": "no such image"}},
+            {"waiting": {"reason": "ErrImageNeverPull", "message": "no such image"}},
             "Pending",
-            "ErrImagePull",
+            "ErrImageNeverPull",
         ),
     ],
 )

@@ -97,10 +97,12 @@ class PodInstance:
         )
 
         if commands is None:
-            model.waiting_reason = "ErrImagePull"
+            model.waiting_reason = "ErrImageNeverPull"
+            # The reason kubelet gives for an image it may not pull and does
+            # not have: permanent, like a model with no local server.
             model.waiting_message = (
-                f'Failed to pull image "{spec.image}": no local model server '
-                f"for model {spec.model_id!r}"
+                f'Container image "{spec.image}" is not present: no local model '
+                f"server for model {spec.model_id!r}"
             )
         return cls(
             spec=spec,
