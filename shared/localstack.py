@@ -69,6 +69,14 @@ FUNCTIONS = (
     FunctionSpec(service="jobs", folder="jobs", target="jobs"),
     FunctionSpec(service="stats", folder="stats", target="stats_api"),
     FunctionSpec(service="filters", folder="filters", target="filters_api"),
+    FunctionSpec(
+        service="admin-requests", folder="admin_requests", target="admin_requests_api"
+    ),
+    FunctionSpec(
+        service="admin-instances",
+        folder="admin_instances",
+        target="admin_instances_api",
+    ),
 )
 
 

@@ -117,3 +117,16 @@ login_failure = sa.Table(
     sa.Column("client_address", sa.Text, nullable=False),
     sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("admin_user_id", UUID(as_uuid=False), nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("request_id", UUID(as_uuid=False)),
+    sa.Column("client_address", sa.Text, nullable=False),
+    sa.Column("user_agent", sa.Text),
+    sa.Column("detail", sa.Text),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -34,6 +34,7 @@ from shared import migrate  # noqa: E402
 from shared.db import get_engine  # noqa: E402
 
 TABLES = (
+    "audit_log",
     "model_instance_log",
     "work_request_data",
     "work_request",

@@ -1,0 +1,100 @@
+"""Query-string parameters of the admin functions, checked one way.
+
+Every rejection is a 400 whose body names the parameter, so a client (or a
+person) knows which value to fix.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+
+from werkzeug.datastructures import MultiDict
+
+from shared.http import ApiError
+
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def invalid(parameter: str, detail: str) -> ApiError:
+    return ApiError(
+        400, "invalid_parameter", f"{parameter}: {detail}", parameter=parameter
+    )
+
+
+def reject_unknown(args: MultiDict, known: set[str]) -> None:
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise invalid(
+            unknown[0], f"is not a parameter here; use {', '.join(sorted(known))}"
+        )
+
+
+def values(args: MultiDict, name: str) -> list[str]:
+    """Return the values of a parameter, repeated or comma-separated."""
+    found: list[str] = []
+    for raw in args.getlist(name):
+        found.extend(part.strip() for part in raw.split(",") if part.strip())
+    return found
+
+
+def uuids(args: MultiDict, name: str) -> tuple[str, ...]:
+    checked = []
+    for value in values(args, name):
+        try:
+            checked.append(str(uuid.UUID(value)))
+        except ValueError as error:
+            raise invalid(name, f"{value[:40]!r} is not a UUID") from error
+    return tuple(dict.fromkeys(checked))
+
+
+def choices(args: MultiDict, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    found = values(args, name)
+    for value in found:
+        if value not in allowed:
+            raise invalid(name, f"{value[:40]!r} is not one of {', '.join(allowed)}")
+    return tuple(dict.fromkeys(found))
+
+
+def day(args: MultiDict, name: str) -> date | None:
+    """Parse a date without time (YYYY-MM-DD)."""
+    given = args.getlist(name)
+    if not given:
+        return None
+    if len(given) > 1:
+        raise invalid(name, "is given more than once; give one date")
+    if not DATE.match(given[0]):
+        raise invalid(name, f"{given[0][:40]!r} is not a date like 2026-12-31")
+    try:
+        return date.fromisoformat(given[0])
+    except ValueError as error:
+        raise invalid(name, f"{given[0]!r} is not a valid date: {error}") from error
+
+
+def day_range(
+    args: MultiDict, first: str = "date_from", last: str = "date_to"
+) -> tuple[datetime | None, datetime | None]:
+    """Return [start, end) in UTC covering whole days `first` to `last`."""
+    start_day = day(args, first)
+    end_day = day(args, last)
+    if start_day and end_day and start_day > end_day:
+        raise invalid(
+            first,
+            f"{start_day} is after {last} {end_day}; swap them or widen the range",
+        )
+    start = datetime.combine(start_day, time(), UTC) if start_day else None
+    end = (
+        datetime.combine(end_day + timedelta(days=1), time(), UTC) if end_day else None
+    )
+    return start, end
+
+
+def limit(args: MultiDict, default: int, maximum: int) -> int:
+    raw = args.get("limit")
+    if raw is None:
+        return default
+    value = int(raw) if raw.isdigit() else 0
+    if not 1 <= value <= maximum:
+        raise invalid("limit", f"{raw[:20]!r} is invalid; use 1 to {maximum}")
+    return value
