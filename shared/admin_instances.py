@@ -69,7 +69,9 @@ def _summary(pod: dict[str, Any], events: list[Any]) -> dict[str, Any] | None:
         "started_at": started.isoformat() if started else None,
         "phase": podstatus.phase(pod),
         "ready": podstatus.ready_since(pod) is not None,
-        "failure": podstatus.failure_reason(pod),
+        "failure": podstatus.failure_reason(
+            pod, limits=podstatus.Limits.from_settings()
+        ),
         "events": events,
     }
 

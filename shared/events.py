@@ -92,7 +92,8 @@ def emit(
 
     Tries EMIT_ATTEMPTS times with a short pause, then raises
     EventDeliveryError. Callers that already committed their state change
-    log that error; the request then waits for the next event of its model.
+    log that error; the reconciler later finds what the event would have
+    started.
     """
     sink = get_settings().event_sink
     event = build_event(event_type, data, subject=subject, event_id=event_id)

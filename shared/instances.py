@@ -138,7 +138,7 @@ def _judge(connection: Connection, identity, event: str, pod: dict[str, Any]):
     if state.status in TERMINAL:
         return "finished", True, False
 
-    reason = podstatus.failure_reason(pod)
+    reason = podstatus.failure_reason(pod, limits=podstatus.Limits.from_settings())
     if reason is not None:
         fail(
             connection,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.broker import LocalBroker
+from shared.localcron import LocalCron
 from shared.logs import get_logger, log_event
 from shared.loopback import LOOPBACK, free_ports
 from shared.routing import Route
@@ -109,6 +110,7 @@ class LocalStack:
         routes: Sequence[Route] | None = None,
         command_factory: CommandFactory = demo_commands,
         start_timeout: float = DEFAULT_START_TIMEOUT_SECONDS,
+        cron_intervals: dict[str, float] | None = None,
     ):
         self.env = dict(env)
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="modelhub-stack-"))
@@ -121,6 +123,8 @@ class LocalStack:
         self.urls: dict[str, str] = {}
         self.broker: LocalBroker | None = None
         self.pods: LocalPodServer | None = None
+        self.cron: LocalCron | None = None
+        self._cron_intervals = cron_intervals
         self._processes: list[_FunctionProcess] = []
 
     def __enter__(self) -> LocalStack:
@@ -160,6 +164,9 @@ class LocalStack:
             for spec in self.functions:
                 self._start_function(spec, ports[spec.service], env)
             self._wait_until_listening()
+            self.cron = LocalCron(
+                env, self.log_dir / "cron.log", self.repo_root, self._cron_intervals
+            ).start()
         except BaseException:
             self.stop()
             raise
@@ -181,6 +188,9 @@ class LocalStack:
         Model instances go first so their last events can still reach the
         functions; the Broker then gets a short drain.
         """
+        if self.cron is not None:
+            self.cron.stop()
+            self.cron = None
         if self.pods is not None:
             self.pods.stop()
             self.pods = None

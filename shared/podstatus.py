@@ -51,6 +51,15 @@ class Limits:
     image_pull_grace_seconds: float = DEFAULT_IMAGE_PULL_GRACE_SECONDS
     unschedulable_timeout_seconds: float = DEFAULT_UNSCHEDULABLE_TIMEOUT_SECONDS
 
+    @classmethod
+    def from_settings(cls) -> Limits:
+        from shared.settings import get_settings
+
+        settings = get_settings()
+        return cls(
+            settings.image_pull_grace_seconds, settings.unschedulable_timeout_seconds
+        )
+
 
 @dataclass(frozen=True)
 class PodIdentity:

@@ -14,6 +14,8 @@ from functools import lru_cache
 from urllib.parse import urlsplit
 
 SCHEMA_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# A Kubernetes namespace name is a DNS-1123 label.
+DNS_LABEL_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 RUNTIMES = ("local", "kubernetes")
 
 
@@ -45,8 +47,18 @@ class Settings:
     event_source: str
     runtime: str
     local_runtime_url: str | None
+    k8s_namespace: str
+    agent_image: str
     jobs_url: str | None
     log_format: str
+    image_pull_grace_seconds: int
+    unschedulable_timeout_seconds: int
+    retention_days: int
+    cleanup_batch_size: int
+    cleanup_lock_timeout_ms: int
+    cleanup_statement_timeout_ms: int
+    max_attempts: int
+    reconcile_grace_seconds: int
 
 
 def _database_url(env: dict[str, str], errors: list[str]) -> str:
@@ -105,6 +117,27 @@ def _choice(
     value = env.get(name, "").strip() or default
     if value not in choices:
         errors.append(f"{name}={value!r} is invalid: use one of {', '.join(choices)}")
+    return value
+
+
+def _dns_label(env: dict[str, str], name: str, default: str, errors: list[str]) -> str:
+    value = env.get(name, "").strip() or default
+    if not DNS_LABEL_PATTERN.match(value):
+        errors.append(
+            f"{name}={value!r} is invalid: use a DNS-1123 label (at most 63 "
+            "lower-case letters, digits and '-', starting and ending with a "
+            "letter or digit)"
+        )
+    return value
+
+
+def _image(env: dict[str, str], name: str, default: str, errors: list[str]) -> str:
+    value = env.get(name, "").strip() or default
+    if any(character.isspace() for character in value):
+        errors.append(
+            f"{name}={value!r} is invalid: set a container image reference "
+            "without spaces, such as registry.example.com/agent:1.0"
+        )
     return value
 
 
@@ -186,8 +219,28 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         event_source=env.get("EVENT_SOURCE", "").strip() or "/modelhub",
         runtime=_choice(env, "RUNTIME", RUNTIMES, "local", errors),
         local_runtime_url=_url(env, "LOCAL_RUNTIME_URL", errors),
+        k8s_namespace=_dns_label(env, "K8S_NAMESPACE", "models", errors),
+        agent_image=_image(env, "AGENT_IMAGE", "modelhub/agent:latest", errors),
         jobs_url=_url(env, "JOBS_URL", errors),
         log_format=_choice(env, "LOG_FORMAT", ("json", "text"), "json", errors),
+        image_pull_grace_seconds=_positive_int(
+            env, "IMAGE_PULL_GRACE_SECONDS", 120, errors
+        ),
+        unschedulable_timeout_seconds=_positive_int(
+            env, "UNSCHEDULABLE_TIMEOUT_SECONDS", 900, errors
+        ),
+        retention_days=_positive_int(env, "RETENTION_DAYS", 7, errors),
+        cleanup_batch_size=_positive_int(env, "CLEANUP_BATCH_SIZE", 1000, errors),
+        cleanup_lock_timeout_ms=_positive_int(
+            env, "CLEANUP_LOCK_TIMEOUT_MS", 2000, errors
+        ),
+        cleanup_statement_timeout_ms=_positive_int(
+            env, "CLEANUP_STATEMENT_TIMEOUT_MS", 30000, errors
+        ),
+        max_attempts=_positive_int(env, "MAX_ATTEMPTS", 3, errors),
+        reconcile_grace_seconds=_positive_int(
+            env, "RECONCILE_GRACE_SECONDS", 120, errors
+        ),
     )
     if errors:
         raise SettingsError("invalid configuration:\n  - " + "\n  - ".join(errors))

@@ -87,8 +87,8 @@ def submit(
             event_id=f"{created.id}.submitted",
         )
     except EventDeliveryError as error:
-        # NOTE: the request stays REQUESTED until another event for its model
-        # (a later submission or a freed instance) runs a scheduling pass.
+        # The request stays REQUESTED until another event for its model, or
+        # the reconciler, runs a scheduling pass.
         log_event(
             logger,
             "workrequest.event_lost",

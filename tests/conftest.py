@@ -35,11 +35,11 @@ from shared.db import get_engine  # noqa: E402
 
 TABLES = (
     "audit_log",
+    "login_failure",
     "model_instance_log",
     "work_request_data",
     "work_request",
     "model",
-    "login_failure",
     "auth_session",
     "user_permission",
     "app_user",

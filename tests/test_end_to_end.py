@@ -32,7 +32,11 @@ def stack(db, tmp_path):
         )
         catalog.upsert_model(connection, "demo-descriptors", execution_mode="async")
         catalog.upsert_model(connection, "no-such-image", execution_mode="sync")
-    with LocalStack(env=dict(os.environ), log_dir=tmp_path / "logs") as running:
+    with LocalStack(
+        env=dict(os.environ),
+        log_dir=tmp_path / "logs",
+        cron_intervals={"reconcile": 1.0, "cleanup": 2.0},
+    ) as running:
         yield running
 
 
@@ -142,3 +146,13 @@ def test_requests_run_end_to_end(stack):
     assert lines[1].startswith(CAFFEINE + ",")
 
     assert wait_no_instances(stack) == []
+
+    # The periodic jobs ran on their local schedule, as CronJobs would.
+    deadline = time.monotonic() + 10
+    while stack.cron.runs["cleanup"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stack.cron.runs["reconcile"] >= 1
+    assert stack.cron.runs["cleanup"] >= 1
+    cron_log = (stack.log_dir / "cron.log").read_text()
+    assert '"job": "reconcile"' in cron_log
+    assert '"job": "cleanup"' in cron_log
