@@ -78,6 +78,9 @@ FUNCTIONS = (
         folder="admin_instances",
         target="admin_instances_api",
     ),
+    FunctionSpec(service="cleanup", folder="cleanup", target="cleanup"),
+    FunctionSpec(service="reconcile", folder="reconcile", target="reconcile"),
+    FunctionSpec(service="dead-letters", folder="dead_letters", target="dead_letters"),
 )
 
 
