@@ -78,11 +78,30 @@ def append_log(
     )
 
 
+def _without_env(pod: dict[str, Any]) -> dict[str, Any]:
+    """Drop container environments: the agent's holds its job token."""
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        return pod
+    redacted = dict(spec)
+    for key in ("containers", "initContainers"):
+        containers = spec.get(key)
+        if isinstance(containers, list):
+            redacted[key] = [
+                {name: value for name, value in container.items() if name != "env"}
+                if isinstance(container, dict)
+                else container
+                for container in containers
+            ]
+    return {**pod, "spec": redacted}
+
+
 def _storable(pod: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return the pod as it may be stored: clean JSON, no environments."""
     if pod is None:
         return None
     try:
-        return clean_json(pod)
+        return clean_json(_without_env(pod))
     except UnstorableValue as error:
         return {"unstorable": str(error)}
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from werkzeug.datastructures import MultiDict
 
 from shared import scheduling, tokens, workrequests
 from shared.auth import Owner
@@ -21,6 +22,7 @@ from shared.events import WORK_REQUEST_SUBMITTED
 from shared.runtime.local import LocalRuntime
 from shared.runtime.local_server import LocalPodServer
 from shared.settings import get_settings
+from shared.workrequests import Status
 from tests.capture import CaptureServer
 from tests.conftest import load_function
 
@@ -510,3 +512,62 @@ def test_history_needs_request_id(instances_client, env):
 
     assert response.status_code == 400
     assert response.get_json()["parameter"] == "request_id"
+
+
+# --- the same admin actions on the Kubernetes runtime (fake API server) ----------
+
+
+@pytest.fixture
+def kube():
+    from tests.fake_kube import FakeKube
+
+    server = FakeKube().start()
+    yield server
+    server.stop()
+
+
+def kube_runtime(url: str):
+    from kubernetes import client
+
+    from shared.runtime.kubernetes import KubernetesRuntime, new_api_client
+
+    api_client = new_api_client(client.Configuration(host=url))
+    return KubernetesRuntime(api_client, namespace="models", agent_image="agent:test")
+
+
+def test_stop_and_list_on_kubernetes(env, kube):
+    from shared import admin_instances
+
+    runtime = kube_runtime(kube.url)
+    request_id = create(env)
+    scheduling.schedule_model(env, runtime, "demo-molweight", jobs_url="http://jobs")
+    name = f"wr-{request_id}-1"
+
+    listed = admin_instances.list_instances(env, runtime, MultiDict())
+    result = admin_instances.stop_instance(env, runtime, name, ADMIN_ID)
+
+    assert [item["name"] for item in listed["items"]] == [name]
+    assert listed["items"][0]["request_id"] == request_id
+    assert result["request_failed"] is True
+    assert result["instance_deleted"] is True
+    assert runtime.get_instance(name) is None
+    after = state(env, request_id)
+    assert after.status == "FAILED"
+    assert after.status_reason == "stopped by admin"
+
+
+def test_requeue_stops_kubernetes_pod(env, kube):
+    from shared import admin_requests
+
+    runtime = kube_runtime(kube.url)
+    request_id = create(env)
+    scheduling.schedule_model(env, runtime, "demo-molweight", jobs_url="http://jobs")
+    name = f"wr-{request_id}-1"
+
+    with env.begin() as connection:
+        row = admin_requests.plan_action(connection, request_id, Status.REQUESTED)
+        admin_requests.apply_action(connection, row, Status.REQUESTED, "", ADMIN_ID)
+    assert runtime.delete_instance(row.instance_name) is True
+
+    assert runtime.get_instance(name) is None
+    assert state(env, request_id).status == "REQUESTED"

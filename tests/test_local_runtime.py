@@ -476,12 +476,3 @@ def test_get_runtime_local(monkeypatch, fresh_settings):
 
     assert isinstance(runtime, LocalRuntime)
     assert runtime.base_url == "http://127.0.0.1:9"
-
-
-def test_get_runtime_kubernetes_not_built(monkeypatch, fresh_settings):
-    from shared.runtime import RuntimeNotBuilt, get_runtime
-
-    monkeypatch.setenv("RUNTIME", "kubernetes")
-
-    with pytest.raises(RuntimeNotBuilt, match="not built yet"):
-        get_runtime()

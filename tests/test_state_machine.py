@@ -575,3 +575,26 @@ def test_malformed_status_is_logged_not_crashing(demo_models, runtime, mangle):
             {"id": request_id},
         ).scalar()
     assert logged == 1
+
+
+def test_stored_snapshot_has_no_job_token(demo_models, runtime):
+    request_id = submit(demo_models)
+    schedule(demo_models, runtime)
+    spec = runtime.instances[f"wr-{request_id}-1"]
+    event = pod(spec)
+    event["spec"] = {
+        "containers": [
+            {"name": "model", "image": "x"},
+            {"name": "agent", "env": [{"name": "JOB_TOKEN", "value": spec.job_token}]},
+        ]
+    }
+
+    watch(demo_models, runtime, "update", event)
+
+    with demo_models.connect() as connection:
+        stored = connection.execute(
+            sa.text("SELECT pod::text FROM model_instance_log WHERE request_id = :id"),
+            {"id": request_id},
+        ).scalar()
+    assert spec.job_token not in stored
+    assert '"agent"' in stored

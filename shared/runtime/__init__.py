@@ -13,14 +13,15 @@ from shared.settings import get_settings
 
 
 class RuntimeNotBuilt(NotImplementedError):
-    """The configured runtime has no implementation yet."""
+    """The configured runtime has no implementation."""
 
 
 def get_runtime() -> Runtime:
     """Return the runtime that settings.runtime (RUNTIME) selects.
 
-    Raises RuntimeNotBuilt for RUNTIME=kubernetes, which is not built yet,
-    and ValueError when RUNTIME=local has no LOCAL_RUNTIME_URL.
+    RUNTIME=local raises ValueError without LOCAL_RUNTIME_URL. RUNTIME=kubernetes
+    returns one runtime per process and raises KubeConfigError when neither an
+    in-cluster service account nor a kubeconfig file is found.
     """
     runtime = get_settings().runtime
     if runtime == "local":
@@ -28,8 +29,11 @@ def get_runtime() -> Runtime:
 
         return LocalRuntime()
 
+    if runtime == "kubernetes":
+        from shared.runtime.kubernetes import default_runtime
+
+        return default_runtime()
+
     raise RuntimeNotBuilt(
-        f"RUNTIME={runtime!r} is not built yet: only the local runtime exists. "
-        "Set RUNTIME=local and LOCAL_RUNTIME_URL to a local pod server (the "
-        "local stack sets both)"
+        f"RUNTIME={runtime!r} has no runtime: set RUNTIME=local or RUNTIME=kubernetes"
     )

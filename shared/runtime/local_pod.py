@@ -40,8 +40,8 @@ from shared.runtime.local_container import (
 
 AGENT_IMAGE = "modelhub/agent:local"
 
-# Environment variables that the Pod object must not show. In a cluster
-# they come from a Secret, and Pod objects end up in logs and events.
+# Environment variables that the Pod object must not show: Pod objects end
+# up in events and in the instance log.
 SECRET_ENV = frozenset({"JOB_TOKEN"})
 
 logger = get_logger(__name__)
