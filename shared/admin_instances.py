@@ -17,7 +17,6 @@ from werkzeug.datastructures import MultiDict
 
 from shared import instances, params, podstatus
 from shared.http import ApiError
-from shared.inputs import MODEL_ID
 from shared.instance_events import parse_instance_name
 from shared.runtime.base import Runtime
 from shared.tables import model_instance_log
@@ -79,10 +78,7 @@ def _summary(pod: dict[str, Any], events: list[Any]) -> dict[str, Any] | None:
 def list_instances(engine: Engine, runtime: Runtime, args: MultiDict) -> dict[str, Any]:
     """Return every live instance, filtered by model, start day and phase."""
     params.reject_unknown(args, LIST_PARAMETERS)
-    model_ids = params.values(args, "model_id")
-    for model_id in model_ids:
-        if not MODEL_ID.fullmatch(model_id):
-            raise params.invalid("model_id", f"{model_id[:40]!r} is not a model id")
+    model_ids = params.model_ids(args)
     phases = params.choices(args, "status", PHASES)
     start, end = params.day_range(args, "started_from", "started_to")
 

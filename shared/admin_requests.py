@@ -3,7 +3,7 @@
 The list never carries inputs or results: those leave the backend only
 through `view_sensitive`, which writes an audit record (who, when, which
 request, from where) in the same transaction that reads the data, before
-the answer is sent.
+the response is sent.
 
 Status actions follow the state machine: a request can go back to
 REQUESTED from SCHEDULING, PROCESSING or FAILED (its instance is stopped
@@ -26,7 +26,6 @@ from werkzeug.datastructures import MultiDict
 
 from shared import params, workrequests
 from shared.http import ApiError
-from shared.inputs import MODEL_ID
 from shared.tables import audit_log, work_request, work_request_data
 from shared.workrequests import RUNNING, Status
 
@@ -107,10 +106,7 @@ def list_requests(connection: Connection, args: MultiDict) -> dict[str, Any]:
     params.reject_unknown(args, LIST_PARAMETERS)
     limit = params.limit(args, DEFAULT_LIMIT, MAX_LIMIT)
     start, end = params.day_range(args)
-    model_ids = params.values(args, "model_id")
-    for model_id in model_ids:
-        if not MODEL_ID.fullmatch(model_id):
-            raise params.invalid("model_id", f"{model_id[:40]!r} is not a model id")
+    model_ids = params.model_ids(args)
 
     query = sa.select(
         *LIST_COLUMNS,

@@ -90,7 +90,7 @@ LIMIT 100
 
 @dataclass
 class CleanupReport:
-    """What one cleanup run deleted and found."""
+    """The counts of one cleanup run, and the unfinished requests it found."""
 
     requests: int = 0
     data_rows: int = 0

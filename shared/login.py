@@ -2,7 +2,7 @@
 
 Password hashing runs outside database transactions, because it takes a
 quarter of a second by design. A login for an unknown username spends the
-same hashing time and gets the same answer as a wrong password.
+same hashing time and gets the same response as a wrong password.
 """
 
 from __future__ import annotations

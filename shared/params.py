@@ -1,7 +1,7 @@
 """Query-string parameters of the admin functions, checked one way.
 
-Every rejection is a 400 whose body names the parameter, so a client (or a
-person) knows which value to fix.
+Every rejection is a 400 whose body names the parameter, so the caller can
+tell which value to fix.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from werkzeug.datastructures import MultiDict
 
 from shared.http import ApiError
+from shared.inputs import MODEL_ID
 
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -98,3 +99,11 @@ def limit(args: MultiDict, default: int, maximum: int) -> int:
     if not 1 <= value <= maximum:
         raise invalid("limit", f"{raw[:20]!r} is invalid; use 1 to {maximum}")
     return value
+
+
+def model_ids(args: MultiDict, name: str = "model_id") -> tuple[str, ...]:
+    found = values(args, name)
+    for model_id in found:
+        if not MODEL_ID.fullmatch(model_id):
+            raise invalid(name, f"{model_id[:40]!r} is not a valid model id")
+    return tuple(dict.fromkeys(found))

@@ -47,7 +47,7 @@ class ReconcileSettings:
 
 @dataclass
 class ReconcileReport:
-    """What one pass did."""
+    """The changes one reconciler pass made."""
 
     scheduled_models: list[str] = field(default_factory=list)
     started: int = 0

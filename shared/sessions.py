@@ -41,7 +41,7 @@ MAX_RETIRED_HASHES = 64
 
 @dataclass(frozen=True)
 class Issued:
-    """What a login, an anonymous start or a refresh returns."""
+    """The result of a login, an anonymous start or a refresh."""
 
     session_id: str
     kind: str
@@ -127,7 +127,7 @@ def start_session(
     """Create a session and return its first token pair.
 
     An anonymous session may take a client-chosen id, but only once: an id
-    that exists already is rejected, so nobody revives a session by its id.
+    that exists already is rejected, so a session cannot be revived by its id.
     """
     settings = get_settings()
     ttl = (

@@ -15,8 +15,6 @@ parameter; only whitelisted column expressions are spliced in.
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -26,8 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from werkzeug.datastructures import MultiDict
 
-from shared.http import ApiError
-from shared.inputs import MODEL_ID
+from shared import params
 from shared.results import csv_cell
 from shared.workrequests import Status
 
@@ -64,7 +61,6 @@ DURATIONS = (
 )
 FIGURES = ("total", "max", "min", "avg", "p50", "p95")
 SUCCESS = f"status = '{Status.COMPLETED}'"
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Parts of a model-grouped query run side by side; two matches two cores.
 PARALLEL_PARTS = 2
 
@@ -97,59 +93,13 @@ class StatsQuery:
         }
 
 
-def _bad(parameter: str, detail: str) -> ApiError:
-    return ApiError(
-        400, "invalid_parameter", f"{parameter}: {detail}", parameter=parameter
-    )
-
-
-def _values(args: MultiDict, name: str) -> list[str]:
-    """Return the values of a parameter, repeated or comma-separated."""
-    values: list[str] = []
-    for raw in args.getlist(name):
-        values.extend(part.strip() for part in raw.split(",") if part.strip())
-    return values
-
-
-def _uuids(args: MultiDict, name: str) -> tuple[str, ...]:
-    checked = []
-    for value in _values(args, name):
-        try:
-            checked.append(str(uuid.UUID(value)))
-        except ValueError as error:
-            raise _bad(name, f"{value[:40]!r} is not a UUID") from error
-    return tuple(dict.fromkeys(checked))
-
-
-def _choices(args: MultiDict, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    values = _values(args, name)
-    for value in values:
-        if value not in allowed:
-            raise _bad(name, f"{value[:40]!r} is not one of {', '.join(allowed)}")
-    return tuple(dict.fromkeys(values))
-
-
-def _day(args: MultiDict, name: str) -> date | None:
-    values = args.getlist(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise _bad(name, "is given more than once; give one date")
-    if not DATE.match(values[0]):
-        raise _bad(name, f"{values[0][:40]!r} is not a date like 2026-12-31")
-    try:
-        return date.fromisoformat(values[0])
-    except ValueError as error:
-        raise _bad(name, f"{values[0]!r} is not a valid date: {error}") from error
-
-
 def _group_by(args: MultiDict) -> tuple[str, ...]:
-    names = _values(args, "group_by") or ["model"]
+    names = params.values(args, "group_by") or ["model"]
     groups = []
     for name in names:
         group = GROUP_ALIASES.get(name, name)
         if group not in GROUPS:
-            raise _bad(
+            raise params.invalid(
                 "group_by",
                 f"{name[:40]!r} is unknown; use model, owner (user or session), "
                 "auth_type or day, comma-separated for several",
@@ -160,34 +110,26 @@ def _group_by(args: MultiDict) -> tuple[str, ...]:
 
 def parse_query(args: MultiDict) -> StatsQuery:
     """Check every stats parameter; raise 400 naming the one at fault."""
-    unknown = sorted(set(args) - PARAMETERS)
-    if unknown:
-        raise _bad(
-            unknown[0],
-            f"is not a stats parameter; use {', '.join(sorted(PARAMETERS))}",
-        )
+    params.reject_unknown(args, PARAMETERS)
 
-    model_ids = tuple(dict.fromkeys(_values(args, "model_id")))
-    for model_id in model_ids:
-        if not MODEL_ID.fullmatch(model_id):
-            raise _bad("model_id", f"{model_id[:40]!r} is not a valid model id")
-    date_from = _day(args, "date_from")
-    date_to = _day(args, "date_to")
+    model_ids = params.model_ids(args)
+    date_from = params.day(args, "date_from")
+    date_to = params.day(args, "date_to")
     if date_from and date_to and date_from > date_to:
-        raise _bad(
+        raise params.invalid(
             "date_from",
             f"{date_from} is after date_to {date_to}; swap them or widen the range",
         )
     output = (args.get("format") or "json").lower()
     if output not in ("json", "csv"):
-        raise _bad("format", f"{output[:20]!r} is invalid; use json or csv")
+        raise params.invalid("format", f"{output[:20]!r} is invalid; use json or csv")
 
     return StatsQuery(
         model_ids=model_ids,
-        user_ids=_uuids(args, "user_id"),
-        session_ids=_uuids(args, "session_id"),
-        auth_types=_choices(args, "auth_type", AUTH_TYPES),
-        statuses=_choices(args, "status", tuple(Status)),
+        user_ids=params.uuids(args, "user_id"),
+        session_ids=params.uuids(args, "session_id"),
+        auth_types=params.choices(args, "auth_type", AUTH_TYPES),
+        statuses=params.choices(args, "status", tuple(Status)),
         date_from=date_from,
         date_to=date_to,
         group_by=_group_by(args),

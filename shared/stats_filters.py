@@ -1,8 +1,8 @@
 """The values the stats filters accept, for building a filter form.
 
 Lists are not narrowed by other filters. Owner ids are paged by keyset
-(`user_after`, `session_after`), so a hub with millions of sessions answers
-in the same time for every page.
+(`user_after`, `session_after`), so every page of a hub with millions of
+sessions takes the same time.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from werkzeug.datastructures import MultiDict
 
-from shared.http import ApiError
+from shared import params
 from shared.stats import AUTH_TYPES, GROUPS
 from shared.tables import model, work_request
 from shared.workrequests import Status
@@ -32,12 +32,6 @@ class Paging:
     session_after: str | None
 
 
-def _bad(parameter: str, detail: str) -> ApiError:
-    return ApiError(
-        400, "invalid_parameter", f"{parameter}: {detail}", parameter=parameter
-    )
-
-
 def _cursor(args: MultiDict, name: str) -> str | None:
     raw = args.get(name)
     if raw is None:
@@ -45,24 +39,14 @@ def _cursor(args: MultiDict, name: str) -> str | None:
     try:
         return str(uuid.UUID(raw))
     except ValueError as error:
-        raise _bad(
+        raise params.invalid(
             name, f"{raw[:40]!r} is not a UUID; pass next_after from the last page"
         ) from error
 
 
 def parse_paging(args: MultiDict) -> Paging:
-    unknown = sorted(set(args) - PARAMETERS)
-    if unknown:
-        raise _bad(
-            unknown[0],
-            f"is not a filters parameter; use {', '.join(sorted(PARAMETERS))}",
-        )
-    raw = args.get("limit")
-    limit = DEFAULT_LIMIT
-    if raw is not None:
-        limit = int(raw) if raw.isdigit() else 0
-        if not 1 <= limit <= MAX_LIMIT:
-            raise _bad("limit", f"{raw[:20]!r} is invalid; use 1 to {MAX_LIMIT}")
+    params.reject_unknown(args, PARAMETERS)
+    limit = params.limit(args, DEFAULT_LIMIT, MAX_LIMIT)
     return Paging(limit, _cursor(args, "user_after"), _cursor(args, "session_after"))
 
 

@@ -1,4 +1,4 @@
-"""What the stats filters can take (ADMIN only).
+"""The values the stats filters accept (ADMIN only).
 
 `GET /` returns every model, the auth types, the statuses, the group-by
 options, and the user ids and anonymous session ids that own requests,

@@ -1,7 +1,7 @@
 """Submit a work request: molecules for one model.
 
 `POST /` takes JSON `{"model_id", "inputs": [...]}`, a CSV or text body with
-`?model_id=`, or a multipart upload (`file`, `model_id`), and answers 201
+`?model_id=`, or a multipart upload (`file`, `model_id`), and returns 201
 with the new request. `GET /models` lists the models that accept requests.
 """
 
