@@ -118,8 +118,9 @@ def stop_instance(engine: Engine, runtime: Runtime, name: str, admin_id: str) ->
     pod = runtime.get_instance(name)
 
     with engine.begin() as connection:
-        state = get_state(connection, request_id)
-        if pod is None and state is None:
+        state = get_state(connection, request_id, lock=True)
+        current = state is not None and state.instance_name == name
+        if pod is None and not current:
             raise ApiError(
                 404, "instance_not_found", f"instance {name!r} does not exist"
             )
@@ -160,11 +161,13 @@ def history(connection: Connection, *, name: str | None, request_id: str | None)
     if request_id is not None:
         query = query.where(model_instance_log.c.request_id == request_id)
     rows = []
-    for row in connection.execute(query.limit(HISTORY_LIMIT)):
+    for row in connection.execute(query.limit(HISTORY_LIMIT + 1)):
         record = dict(row._mapping)
         record["log_timestamp"] = record["log_timestamp"].isoformat()
         record["request_id"] = (
             str(record["request_id"]) if record["request_id"] else None
         )
         rows.append(record)
-    return {"items": rows}
+    # NOTE: past HISTORY_LIMIT entries only the oldest are returned, and
+    # `truncated` says so; paging is not built.
+    return {"items": rows[:HISTORY_LIMIT], "truncated": len(rows) > HISTORY_LIMIT}

@@ -17,7 +17,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +26,8 @@ from werkzeug.datastructures import MultiDict
 
 from shared import params, workrequests
 from shared.http import ApiError
+from shared.results import clean_text
+from shared.runtime.base import Runtime, RuntimeUnavailable
 from shared.tables import audit_log, work_request, work_request_data
 from shared.workrequests import RUNNING, Status
 
@@ -94,8 +96,11 @@ def _decode_cursor(value: str) -> tuple[datetime, str]:
     try:
         padded = value + "=" * (-len(value) % 4)
         moment, _, request_id = base64.urlsafe_b64decode(padded).decode().partition("|")
-        return datetime.fromisoformat(moment), str(uuid.UUID(request_id))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        parsed = datetime.fromisoformat(moment)
+        if parsed.tzinfo is None:
+            raise ValueError("cursor time has no zone")
+        return parsed.astimezone(UTC), str(uuid.UUID(request_id))
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as error:
         raise params.invalid(
             "after", "is not a cursor from this list; pass next_after unchanged"
         ) from error
@@ -240,6 +245,37 @@ def apply_action(
     )
 
 
+def set_status(
+    connection: Connection,
+    runtime: Runtime,
+    request_id: str,
+    target: Status,
+    reason: str,
+    admin_id: str,
+) -> tuple[sa.Row, bool]:
+    """Stop the request's instance, then apply the action, under a row lock.
+
+    The lock makes the instance's own reports and pod events wait until the
+    action is committed, so they find the new state and change nothing.
+    If the instance cannot be stopped, nothing changes: raises a 503.
+    Returns the row as it was and whether the instance was stopped.
+    """
+    row = plan_action(connection, request_id, target)
+    stopped = False
+    if row.instance_name:
+        try:
+            stopped = runtime.delete_instance(row.instance_name)
+        except RuntimeUnavailable as error:
+            raise ApiError(
+                503,
+                "runtime_unavailable",
+                f"instance {row.instance_name} could not be stopped ({error}); "
+                "the request was not changed, so retry later",
+            ) from error
+    apply_action(connection, row, target, reason, admin_id)
+    return row, stopped
+
+
 def view_sensitive(
     connection: Connection, request_id: str, viewer: Viewer
 ) -> dict[str, Any]:
@@ -250,8 +286,8 @@ def view_sensitive(
             admin_user_id=viewer.user_id,
             action="view_sensitive",
             request_id=request_id,
-            client_address=viewer.address,
-            user_agent=(viewer.user_agent or "")[:300] or None,
+            client_address=clean_text(viewer.address)[:100],
+            user_agent=clean_text(viewer.user_agent or "")[:300] or None,
         )
     )
     inputs, result = workrequests.load_data(connection, request_id)
@@ -275,9 +311,9 @@ def list_audit(connection: Connection, args: MultiDict) -> dict[str, Any]:
     admin_ids = params.uuids(args, "admin_user_id")
     if admin_ids:
         query = query.where(audit_log.c.admin_user_id.in_(admin_ids))
-    before = args.get("before")
+    before = params.single(args, "before")
     if before is not None:
-        if not before.isdigit():
+        if not (before.isascii() and before.isdigit() and len(before) < 19):
             raise params.invalid("before", f"{before[:20]!r} is not a record id")
         query = query.where(audit_log.c.id < int(before))
 

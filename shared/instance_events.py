@@ -29,6 +29,7 @@ from shared.runtime.base import (
     REQUEST_ANNOTATION,
     REQUEST_LABEL,
     Runtime,
+    instance_name,
 )
 from shared.tables import model_instance_log
 from shared.workrequests import get_state
@@ -36,7 +37,7 @@ from shared.workrequests import get_state
 logger = get_logger(__name__)
 
 INSTANCE_NAME = re.compile(
-    r"wr-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-(\d{1,9})"
+    r"wr-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-([0-9]{1,9})"
 )
 DETAIL_LIMIT = 1000
 
@@ -48,7 +49,11 @@ def parse_instance_name(name: Any) -> tuple[str, int] | None:
     match = INSTANCE_NAME.fullmatch(name)
     if match is None:
         return None
-    return match.group(1), int(match.group(2))
+    request_id, attempt = match.group(1), int(match.group(2))
+    # Only the exact name the hub derives counts: "-01" is not attempt 1.
+    if instance_name(request_id, attempt) != name:
+        return None
+    return request_id, attempt
 
 
 def _describe(event: dict[str, Any]) -> str:

@@ -36,7 +36,9 @@ class Job:
 
 
 def _current_state(connection: Connection, grant: JobGrant) -> sa.Row:
-    state = get_state(connection, grant.request_id)
+    # Locked, so an admin action on the request waits for this report
+    # instead of interleaving with it.
+    state = get_state(connection, grant.request_id, lock=True)
     if state is None:
         raise ApiError(
             404, "request_not_found", f"work request {grant.request_id} does not exist"
@@ -135,12 +137,7 @@ def record_result(connection: Connection, grant: JobGrant, rows: Any) -> Report:
     except UnstorableValue as error:
         fail(connection, grant.request_id, str(error), attempt=grant.attempt)
         return Report(Status.FAILED, str(error))
-    connection.execute(
-        work_request_data.update()
-        .where(work_request_data.c.id == grant.request_id)
-        .values(result=packed)
-    )
-    transition(
+    completed = transition(
         connection,
         grant.request_id,
         (Status.PROCESSING,),
@@ -148,6 +145,18 @@ def record_result(connection: Connection, grant: JobGrant, rows: Any) -> Report:
         attempt=grant.attempt,
         processed_timestamp=sa.func.now(),
         status_reason=None,
+    )
+    if not completed:
+        raise ApiError(
+            409,
+            "request_not_processing",
+            f"work request {grant.request_id} changed while the result arrived; "
+            "it was not stored",
+        )
+    connection.execute(
+        work_request_data.update()
+        .where(work_request_data.c.id == grant.request_id)
+        .values(result=packed)
     )
     return Report(Status.COMPLETED)
 

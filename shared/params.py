@@ -32,6 +32,14 @@ def reject_unknown(args: MultiDict, known: set[str]) -> None:
         )
 
 
+def single(args: MultiDict, name: str) -> str | None:
+    """Return a parameter that may be given once, or None."""
+    given = args.getlist(name)
+    if len(given) > 1:
+        raise invalid(name, "is given more than once; give it once")
+    return given[0] if given else None
+
+
 def values(args: MultiDict, name: str) -> list[str]:
     """Return the values of a parameter, repeated or comma-separated."""
     found: list[str] = []
@@ -85,17 +93,17 @@ def day_range(
             f"{start_day} is after {last} {end_day}; swap them or widen the range",
         )
     start = datetime.combine(start_day, time(), UTC) if start_day else None
-    end = (
-        datetime.combine(end_day + timedelta(days=1), time(), UTC) if end_day else None
-    )
+    end = None
+    if end_day is not None and end_day < date.max:
+        end = datetime.combine(end_day + timedelta(days=1), time(), UTC)
     return start, end
 
 
 def limit(args: MultiDict, default: int, maximum: int) -> int:
-    raw = args.get("limit")
+    raw = single(args, "limit")
     if raw is None:
         return default
-    value = int(raw) if raw.isdigit() else 0
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else 0
     if not 1 <= value <= maximum:
         raise invalid("limit", f"{raw[:20]!r} is invalid; use 1 to {maximum}")
     return value

@@ -120,7 +120,7 @@ def parse_query(args: MultiDict) -> StatsQuery:
             "date_from",
             f"{date_from} is after date_to {date_to}; swap them or widen the range",
         )
-    output = (args.get("format") or "json").lower()
+    output = (params.single(args, "format") or "json").lower()
     if output not in ("json", "csv"):
         raise params.invalid("format", f"{output[:20]!r} is invalid; use json or csv")
 
@@ -141,7 +141,7 @@ def day_bounds(query: StatsQuery) -> tuple[datetime | None, datetime | None]:
     """Return [start, end) in UTC covering the whole days from and to."""
     start = datetime.combine(query.date_from, time(), UTC) if query.date_from else None
     end = None
-    if query.date_to:
+    if query.date_to and query.date_to < date.max:
         end = datetime.combine(query.date_to + timedelta(days=1), time(), UTC)
     return start, end
 

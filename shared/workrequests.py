@@ -220,16 +220,23 @@ def fail(
     )
 
 
-def get_state(connection: Connection, request_id: str) -> sa.Row | None:
-    """Return status, attempts, model and instance name of a request."""
-    return connection.execute(
-        sa.select(
-            work_request.c.id,
-            work_request.c.model_id,
-            work_request.c.status,
-            work_request.c.attempts,
-            work_request.c.instance_name,
-            work_request.c.input_size,
-            work_request.c.pod_ready_timestamp,
-        ).where(work_request.c.id == request_id)
-    ).first()
+def get_state(
+    connection: Connection, request_id: str, *, lock: bool = False
+) -> sa.Row | None:
+    """Return status, attempts, model and instance name of a request.
+
+    `lock` holds a row lock until the transaction ends, so a decision made
+    on this state cannot be overtaken by another writer.
+    """
+    query = sa.select(
+        work_request.c.id,
+        work_request.c.model_id,
+        work_request.c.status,
+        work_request.c.attempts,
+        work_request.c.instance_name,
+        work_request.c.input_size,
+        work_request.c.pod_ready_timestamp,
+    ).where(work_request.c.id == request_id)
+    if lock:
+        query = query.with_for_update()
+    return connection.execute(query).first()

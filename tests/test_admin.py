@@ -77,6 +77,11 @@ def admin_client(env):
 
 
 @pytest.fixture
+def jobs_client(env):
+    return load_function("jobs", "jobs").test_client()
+
+
+@pytest.fixture
 def instances_client(env):
     return load_function("admin_instances", "admin_instances_api").test_client()
 
@@ -571,3 +576,96 @@ def test_requeue_stops_kubernetes_pod(env, kube):
 
     assert runtime.get_instance(name) is None
     assert state(env, request_id).status == "REQUESTED"
+
+
+# --- races and odd input -----------------------------------------------------
+
+
+def test_result_after_requeue_is_rejected(admin_client, env, pods, jobs_client):
+    request_id = create(env)
+    scheduling.schedule_model(
+        env, LocalRuntime(pods.url), "demo-molweight", jobs_url="http://jobs"
+    )
+    token = tokens.issue_job_token(
+        tokens.JobGrant(request_id, f"wr-{request_id}-1", 1, "demo-molweight")
+    )
+    agent = {"Authorization": f"Bearer {token}"}
+    assert jobs_client.get("/job", headers=agent).status_code == 200
+
+    requeued = admin_client.post(
+        f"/{request_id}/status", json={"status": "REQUESTED"}, headers=ADMIN
+    )
+    late = jobs_client.post(
+        "/job/result", json={"results": [{"mw": 1}, {"mw": 2}]}, headers=agent
+    )
+
+    assert requeued.status_code == 200
+    assert late.status_code == 409
+    with env.connect() as connection:
+        stored = connection.execute(
+            sa.text("SELECT result FROM work_request_data WHERE id = :id"),
+            {"id": request_id},
+        ).scalar()
+    assert stored is None
+    assert state(env, request_id).status == "REQUESTED"
+
+
+def test_requeue_with_runtime_down_changes_nothing(admin_client, env, pods):
+    request_id = create(env)
+    force_state(env, request_id, "PROCESSING")
+    pods.stop()
+
+    response = admin_client.post(
+        f"/{request_id}/status", json={"status": "REQUESTED"}, headers=ADMIN
+    )
+
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "runtime_unavailable"
+    assert state(env, request_id).status == "PROCESSING"
+
+
+def test_instances_runtime_down_is_503(instances_client, env, pods):
+    pods.stop()
+
+    assert instances_client.get("/", headers=ADMIN).status_code == 503
+
+
+@pytest.mark.parametrize("suffix", ["01", "1 ", "\u0661"])
+def test_stop_alias_names_rejected(instances_client, env, pods, suffix):
+    (request_id,) = start_instances(env, pods, 1)
+
+    response = instances_client.post(f"/wr-{request_id}-{suffix}/stop", headers=ADMIN)
+
+    assert response.status_code == 404
+    assert state(env, request_id).status == "SCHEDULING"
+    assert pods.get(f"wr-{request_id}-1") is not None
+
+
+def test_history_with_nul_name_is_404(instances_client, env):
+    assert instances_client.get("/a%00b/history", headers=ADMIN).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("date_to=9999-12-31", 200),
+        ("date_from=0001-01-01", 200),
+        ("limit=%C2%B2", 400),
+        ("limit=1&limit=2", 400),
+        (
+            "after="
+            + "MDAwMS0wMS0wMVQwMDowMDowMCsxNDowMHwwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDA",
+            400,
+        ),
+    ],
+)
+def test_list_edge_values(admin_client, env, query, code):
+    assert admin_client.get(f"/?{query}", headers=ADMIN).status_code == code
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("before=99999999999999999999", 400), ("before=%C2%B2", 400), ("before=5", 200)],
+)
+def test_audit_edge_values(admin_client, env, query, code):
+    assert admin_client.get(f"/audit?{query}", headers=ADMIN).status_code == code

@@ -525,3 +525,11 @@ def test_filters_bad_parameter(filters_client, db, query, parameter):
 
     assert response.status_code == 400
     assert response.get_json()["parameter"] == parameter
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [("date_to=9999-12-31", 200), ("format=csv&format=json", 400), ("limit=1", 400)],
+)
+def test_stats_edge_values(stats_client, dataset, query, code):
+    assert stats_client.get(f"/?{query}", headers=admin_headers()).status_code == code

@@ -15,8 +15,10 @@ from shared import admin_instances, workrequests
 from shared.auth import require_admin
 from shared.db import get_engine, transaction
 from shared.http import ApiError, json_api, method_not_allowed, not_found, route_parts
+from shared.instance_events import parse_instance_name
 from shared.logs import get_logger, log_event
 from shared.runtime import get_runtime
+from shared.runtime.base import RuntimeUnavailable
 from shared.settings import get_settings
 
 get_settings()
@@ -28,14 +30,21 @@ ROUTES = "GET /, POST /<name>/stop, GET /<name>/history and GET /history"
 @json_api
 def admin_instances_api(request: flask.Request):
     claims = require_admin(request)
+    try:
+        return route(request, claims.subject)
+    except RuntimeUnavailable as error:
+        raise ApiError(503, "runtime_unavailable", f"{error}; retry later") from error
+
+
+def route(request: flask.Request, admin_id: str):
     parts = route_parts(request)
     if len(parts) == 2 and parts[1] == "stop":
         if request.method != "POST":
             raise method_not_allowed(request, "POST")
         result = admin_instances.stop_instance(
-            get_engine(), get_runtime(), parts[0], claims.subject
+            get_engine(), get_runtime(), parts[0], admin_id
         )
-        log_event(logger, "admin.instance_stopped", admin_id=claims.subject, **result)
+        log_event(logger, "admin.instance_stopped", admin_id=admin_id, **result)
         return flask.jsonify(result)
     if request.method != "GET":
         raise method_not_allowed(request, "GET")
@@ -46,6 +55,10 @@ def admin_instances_api(request: flask.Request):
     if parts == ["history"]:
         return history_of_request(request)
     if len(parts) == 2 and parts[1] == "history":
+        if parse_instance_name(parts[0]) is None:
+            raise ApiError(
+                404, "instance_not_found", f"instance {parts[0][:80]!r} does not exist"
+            )
         with transaction() as connection:
             return flask.jsonify(
                 admin_instances.history(connection, name=parts[0], request_id=None)

@@ -68,13 +68,9 @@ def set_status(request: flask.Request, raw_id: str, admin_id: str):
     target, reason = admin_requests.check_action(json_body(request))
 
     with transaction() as connection:
-        row = admin_requests.plan_action(connection, request_id, target)
-        changed = admin_requests.apply_action(connection, row, target, reason, admin_id)
-    # The request no longer runs, so its old instance can neither report nor
-    # fail it; stop that instance before anything schedules the request again.
-    stopped = False
-    if row.instance_name:
-        stopped = get_runtime().delete_instance(row.instance_name)
+        row, stopped = admin_requests.set_status(
+            connection, get_runtime(), request_id, target, reason, admin_id
+        )
     if target == Status.REQUESTED:
         notify_scheduler(request_id, row.model_id)
 
@@ -91,7 +87,6 @@ def set_status(request: flask.Request, raw_id: str, admin_id: str):
         request_id=request_id,
         previous_status=row.status,
         status=str(target),
-        changed=changed,
         instance_stopped=stopped,
     )
 

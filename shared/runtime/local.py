@@ -80,13 +80,13 @@ class LocalRuntime:
         if response.status_code == 404:
             return None
         self._expect_ok(response, f"get pod {name!r}")
-        return response.json()
+        return _json(response)
 
     def list_instances(self, model_id: str | None = None) -> list[dict[str, Any]]:
         params = {"model": model_id} if model_id is not None else None
         response = self._request("GET", "/pods", params=params)
         self._expect_ok(response, "list pods")
-        return response.json()["items"]
+        return _json(response)["items"]
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = f"{self.base_url}{path}"
@@ -117,3 +117,13 @@ def _error_text(response: requests.Response) -> str:
         return str(response.json().get("error", response.text))
     except ValueError:
         return response.text[:500]
+
+
+def _json(response: requests.Response) -> Any:
+    """Decode the pod server's answer; a broken one counts as unavailable."""
+    try:
+        return response.json()
+    except ValueError as error:
+        raise RuntimeUnavailable(
+            f"local pod server sent a body that is not JSON: {error}"
+        ) from error
