@@ -116,3 +116,38 @@ def session_token(auth_client):
 @pytest.fixture
 def auth(session_token):
     return {"Authorization": f"Bearer {session_token}"}
+
+
+@pytest.fixture
+def sink():
+    """A capturing HTTP server that records the CloudEvents sent to it."""
+    from tests.capture import CaptureServer
+
+    with CaptureServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pods(tmp_path):
+    """A real local pod server that starts no processes: pods stay Pending."""
+    from shared.runtime.local_server import LocalPodServer
+
+    server = LocalPodServer(
+        None, command_factory=lambda spec, port: None, log_dir=tmp_path
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def runtime_env(monkeypatch, pods, sink):
+    """Point functions at the pod server and the capturing sink."""
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("LOCAL_RUNTIME_URL", pods.url)
+    monkeypatch.setenv("K_SINK", sink.url)
+    monkeypatch.setenv("JOBS_URL", "http://127.0.0.1:9/jobs")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

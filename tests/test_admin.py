@@ -20,10 +20,7 @@ from shared import scheduling, tokens, workrequests
 from shared.auth import Owner
 from shared.events import WORK_REQUEST_SUBMITTED
 from shared.runtime.local import LocalRuntime
-from shared.runtime.local_server import LocalPodServer
-from shared.settings import get_settings
 from shared.workrequests import Status
-from tests.capture import CaptureServer
 from tests.conftest import load_function
 
 SMILES = ["CC(=O)Oc1ccccc1C(=O)O", "Cn1c(=O)c2c(ncn2C)n(C)c1=O"]
@@ -46,29 +43,8 @@ ADMIN = headers()
 
 
 @pytest.fixture
-def sink():
-    with CaptureServer() as server:
-        yield server
-
-
-@pytest.fixture
-def pods(tmp_path):
-    server = LocalPodServer(
-        None, command_factory=lambda spec, port: None, log_dir=tmp_path
-    )
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def env(monkeypatch, pods, sink, demo_models):
-    monkeypatch.setenv("LOCAL_RUNTIME_URL", pods.url)
-    monkeypatch.setenv("K_SINK", sink.url)
-    monkeypatch.setenv("JOBS_URL", "http://127.0.0.1:9/jobs")
-    get_settings.cache_clear()
-    yield demo_models
-    get_settings.cache_clear()
+def env(runtime_env, demo_models):
+    return demo_models
 
 
 @pytest.fixture

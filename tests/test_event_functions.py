@@ -26,38 +26,14 @@ from shared.events import (
     INSTANCE_RELEASED,
     WORK_REQUEST_SUBMITTED,
 )
-from shared.runtime.local_server import LocalPodServer
-from shared.settings import get_settings
-from tests.capture import CaptureServer
 from tests.conftest import load_function
 
 OWNER = Owner(auth_type="anonymous", session_id=str(uuid.uuid4()))
 
 
 @pytest.fixture
-def sink():
-    with CaptureServer() as server:
-        yield server
-
-
-@pytest.fixture
-def pods(tmp_path):
-    server = LocalPodServer(
-        None, command_factory=lambda spec, port: None, log_dir=tmp_path
-    )
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def event_env(monkeypatch, pods, sink):
-    monkeypatch.setenv("LOCAL_RUNTIME_URL", pods.url)
-    monkeypatch.setenv("K_SINK", sink.url)
-    monkeypatch.setenv("JOBS_URL", "http://127.0.0.1:9/jobs")
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+def event_env(runtime_env):
+    return runtime_env
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.agent import json_type
 from shared.demo.models import DEMO_MODELS, DemoModel
 from shared.logs import get_logger, log_event
 
@@ -171,23 +172,6 @@ def parse_inputs(body: bytes) -> list[str]:
                 f"item {index} is {json_type(item)}, expected a SMILES string",
             )
     return inputs
-
-
-def json_type(value: Any) -> str:
-    """Return the JSON name of a decoded value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def error_body(error: str, detail: str) -> dict[str, str]:
