@@ -104,6 +104,14 @@ def method_not_allowed(request: flask.Request, allowed: str) -> ApiError:
     )
 
 
+def require_root(request: flask.Request, method: str) -> None:
+    """Reject any path but `/` (404) and any method but `method` (405)."""
+    if route_parts(request):
+        raise not_found(request, f"{method} /")
+    if request.method != method:
+        raise method_not_allowed(request, method)
+
+
 def not_found(request: flask.Request, routes: str = "") -> ApiError:
     detail = f"no route matches {request.method} {request.path}"
     if routes:

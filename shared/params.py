@@ -81,10 +81,10 @@ def day(args: MultiDict, name: str) -> date | None:
         raise invalid(name, f"{given[0]!r} is not a valid date: {error}") from error
 
 
-def day_range(
+def day_pair(
     args: MultiDict, first: str = "date_from", last: str = "date_to"
-) -> tuple[datetime | None, datetime | None]:
-    """Return [start, end) in UTC covering whole days `first` to `last`."""
+) -> tuple[date | None, date | None]:
+    """Parse two inclusive dates; reject a first date after the last."""
     start_day = day(args, first)
     end_day = day(args, last)
     if start_day and end_day and start_day > end_day:
@@ -92,11 +92,28 @@ def day_range(
             first,
             f"{start_day} is after {last} {end_day}; swap them or widen the range",
         )
+    return start_day, end_day
+
+
+def whole_days(
+    start_day: date | None, end_day: date | None
+) -> tuple[datetime | None, datetime | None]:
+    """Return [start, end) in UTC covering the whole days, None for open ends.
+
+    The last possible date has no next day, so it leaves the end open.
+    """
     start = datetime.combine(start_day, time(), UTC) if start_day else None
     end = None
     if end_day is not None and end_day < date.max:
         end = datetime.combine(end_day + timedelta(days=1), time(), UTC)
     return start, end
+
+
+def day_range(
+    args: MultiDict, first: str = "date_from", last: str = "date_to"
+) -> tuple[datetime | None, datetime | None]:
+    """Return [start, end) in UTC covering whole days `first` to `last`."""
+    return whole_days(*day_pair(args, first, last))
 
 
 def limit(args: MultiDict, default: int, maximum: int) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -113,13 +113,7 @@ def parse_query(args: MultiDict) -> StatsQuery:
     params.reject_unknown(args, PARAMETERS)
 
     model_ids = params.model_ids(args)
-    date_from = params.day(args, "date_from")
-    date_to = params.day(args, "date_to")
-    if date_from and date_to and date_from > date_to:
-        raise params.invalid(
-            "date_from",
-            f"{date_from} is after date_to {date_to}; swap them or widen the range",
-        )
+    date_from, date_to = params.day_pair(args)
     output = (params.single(args, "format") or "json").lower()
     if output not in ("json", "csv"):
         raise params.invalid("format", f"{output[:20]!r} is invalid; use json or csv")
@@ -135,15 +129,6 @@ def parse_query(args: MultiDict) -> StatsQuery:
         group_by=_group_by(args),
         output=output,
     )
-
-
-def day_bounds(query: StatsQuery) -> tuple[datetime | None, datetime | None]:
-    """Return [start, end) in UTC covering the whole days from and to."""
-    start = datetime.combine(query.date_from, time(), UTC) if query.date_from else None
-    end = None
-    if query.date_to and query.date_to < date.max:
-        end = datetime.combine(query.date_to + timedelta(days=1), time(), UTC)
-    return start, end
 
 
 def group_columns(query: StatsQuery) -> list[str]:
@@ -176,36 +161,39 @@ def _aggregates(column: str, condition: str | None) -> list[str]:
 
 
 def _where(query: StatsQuery, model_ids: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Return the WHERE conditions and their bound values."""
     conditions = ["model_id = ANY(:model_ids)"]
-    params: dict[str, Any] = {"model_ids": model_ids}
-    start, end = day_bounds(query)
+    bound: dict[str, Any] = {"model_ids": model_ids}
+    start, end = params.whole_days(query.date_from, query.date_to)
     if start is not None:
         conditions.append("request_timestamp >= :start")
-        params["start"] = start
+        bound["start"] = start
     if end is not None:
         conditions.append("request_timestamp < :end")
-        params["end"] = end
+        bound["end"] = end
+
     owners = []
     if query.user_ids:
         owners.append(
             "(auth_type = 'user' AND user_id = ANY(CAST(:user_ids AS uuid[])))"
         )
-        params["user_ids"] = list(query.user_ids)
+        bound["user_ids"] = list(query.user_ids)
     if query.session_ids:
         owners.append(
             "(auth_type = 'anonymous' "
             "AND session_id = ANY(CAST(:session_ids AS uuid[])))"
         )
-        params["session_ids"] = list(query.session_ids)
+        bound["session_ids"] = list(query.session_ids)
     if owners:
         conditions.append("(" + " OR ".join(owners) + ")")
+
     if query.auth_types:
         conditions.append("auth_type = ANY(:auth_types)")
-        params["auth_types"] = list(query.auth_types)
+        bound["auth_types"] = list(query.auth_types)
     if query.statuses:
         conditions.append("status = ANY(:statuses)")
-        params["statuses"] = list(query.statuses)
-    return conditions, params
+        bound["statuses"] = list(query.statuses)
+    return conditions, bound
 
 
 def build_sql(query: StatsQuery, model_ids: list[str]) -> tuple[sa.TextClause, dict]:

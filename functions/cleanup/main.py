@@ -10,7 +10,7 @@ import functions_framework
 
 from shared import cron
 from shared.auth import require_admin
-from shared.http import json_api, method_not_allowed, not_found, route_parts
+from shared.http import json_api, require_root
 from shared.settings import get_settings
 
 get_settings()
@@ -19,9 +19,6 @@ get_settings()
 @functions_framework.http
 @json_api
 def cleanup(request: flask.Request):
-    if route_parts(request):
-        raise not_found(request, "POST /")
-    if request.method != "POST":
-        raise method_not_allowed(request, "POST")
+    require_root(request, "POST")
     require_admin(request)
     return flask.jsonify(cron.run("cleanup"))

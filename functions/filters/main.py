@@ -12,7 +12,7 @@ import functions_framework
 from shared import stats_filters
 from shared.auth import require_admin
 from shared.db import transaction
-from shared.http import json_api, method_not_allowed, not_found, route_parts
+from shared.http import json_api, require_root
 from shared.settings import get_settings
 
 get_settings()
@@ -21,10 +21,7 @@ get_settings()
 @functions_framework.http
 @json_api
 def filters_api(request: flask.Request):
-    if route_parts(request):
-        raise not_found(request, "GET /")
-    if request.method != "GET":
-        raise method_not_allowed(request, "GET")
+    require_root(request, "GET")
     require_admin(request)
     paging = stats_filters.parse_paging(request.args)
 

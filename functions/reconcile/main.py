@@ -10,7 +10,7 @@ import functions_framework
 
 from shared import cron
 from shared.auth import require_admin
-from shared.http import ApiError, json_api, method_not_allowed, not_found, route_parts
+from shared.http import ApiError, json_api, require_root
 from shared.runtime.base import RuntimeUnavailable
 from shared.settings import get_settings
 
@@ -20,10 +20,7 @@ get_settings()
 @functions_framework.http
 @json_api
 def reconcile(request: flask.Request):
-    if route_parts(request):
-        raise not_found(request, "POST /")
-    if request.method != "POST":
-        raise method_not_allowed(request, "POST")
+    require_root(request, "POST")
     require_admin(request)
     try:
         return flask.jsonify(cron.run("reconcile"))

@@ -13,7 +13,7 @@ import functions_framework
 from shared import stats
 from shared.auth import require_admin
 from shared.db import transaction
-from shared.http import json_api, method_not_allowed, not_found, route_parts
+from shared.http import json_api, require_root
 from shared.logs import get_logger, log_event
 from shared.settings import get_settings
 
@@ -24,10 +24,7 @@ logger = get_logger("functions.stats")
 @functions_framework.http
 @json_api
 def stats_api(request: flask.Request):
-    if route_parts(request):
-        raise not_found(request, "GET /")
-    if request.method != "GET":
-        raise method_not_allowed(request, "GET")
+    require_root(request, "GET")
     claims = require_admin(request)
     query = stats.parse_query(request.args)
 
