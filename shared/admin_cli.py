@@ -26,8 +26,8 @@ def change(action: str, username: str) -> str:
                 "/signup on the auth function"
             )
         current = set(accounts.permissions_of(connection, str(row.id)))
-        wanted = current | {ADMIN} if action == "grant" else current - {ADMIN}
-        accounts.set_permissions(connection, str(row.id), sorted(wanted))
+        updated = current | {ADMIN} if action == "grant" else current - {ADMIN}
+        accounts.set_permissions(connection, str(row.id), sorted(updated))
     verb = "now has" if action == "grant" else "no longer has"
     return f"{row.username} {verb} the ADMIN permission (effective at next refresh)"
 

@@ -168,6 +168,6 @@ def history(connection: Connection, *, name: str | None, request_id: str | None)
             str(record["request_id"]) if record["request_id"] else None
         )
         rows.append(record)
-    # NOTE: past HISTORY_LIMIT entries only the oldest are returned, and
-    # `truncated` says so; paging is not built.
+    # NOTE: past HISTORY_LIMIT entries only the oldest are returned, with
+    # `truncated` set. Paging is not built.
     return {"items": rows[:HISTORY_LIMIT], "truncated": len(rows) > HISTORY_LIMIT}

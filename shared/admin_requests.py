@@ -5,10 +5,11 @@ through `view_sensitive`, which writes an audit record (who, when, which
 request, from where) in the same transaction that reads the data, before
 the response is sent.
 
-Status actions follow the state machine: a request can go back to
-REQUESTED from SCHEDULING, PROCESSING or FAILED (its instance is stopped
-first, and the next claim counts one more attempt), and to FAILED from any
-state that has not finished. Anything else is a 409 that says why.
+Status actions follow the state machine. A request can go back to
+REQUESTED from SCHEDULING, PROCESSING or FAILED: its instance is stopped
+first, and the next claim counts one more attempt. It can go to FAILED
+from any state that has not finished. Anything else is a 409 with the
+reason.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Who is calling, from the bearer access token, and what they may do.
+"""Caller identity and permissions, read from the bearer access token.
 
 Checking a token costs no database query: the signature, expiry and claims
-are enough. A 401 body contains `token_expired` (open a new session and retry) or
-`invalid_token` (the token can never work).
+are enough. A 401 body contains `token_expired` (refresh the token and
+retry) or `invalid_token` (the token can never work).
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ log, expired sessions and old login failures.
 Deletes in bounded batches. Each batch is one short transaction under
 `lock_timeout` and `statement_timeout`, and takes its rows with
 `FOR UPDATE SKIP LOCKED`, so two overlapping runs share the work instead of
-waiting on each other, and new submissions never wait behind a long
-delete. A run that is interrupted loses at most one batch's work; the next
-run carries on, because nothing but the rows themselves records progress.
+waiting on each other. New submissions touch other rows and so do not wait
+on the deletes (tests/test_cron.py checks that no insert waits as long as
+the lock timeout). An interrupted run loses at most one batch's work, and
+the next run carries on, because only the rows themselves record progress.
 
 Requests that have not finished are never deleted. Those past the
 retention are reported (the reconciler fails them).

@@ -69,12 +69,12 @@ def _client_errors_are_disconnects(context: ExceptionContext) -> None:
     """Drop a connection whose protocol state pg8000 may have broken.
 
     Only errors the server reported (pg8000.dbapi.Error other than the
-    driver's own InterfaceError) leave the connection usable. A socket error,
-    or a parameter pg8000 fails to convert halfway through sending a query
-    (a lone surrogate in text, a date past year 9999), leaves the connection
-    out of step with the server, so the next statement on it would fail or
-    read the previous statement's rows. Marking these as disconnects makes
-    the pool discard the connection.
+    driver's own InterfaceError) leave the connection usable. A socket error
+    leaves it out of step with the server, and so does a parameter that
+    pg8000 fails to convert halfway through sending a query (a lone
+    surrogate in text, a date past year 9999). The next statement on such a
+    connection would fail or read the previous statement's rows, so these
+    errors are marked as disconnects and the pool discards the connection.
     """
     error = context.original_exception
     server_reported = isinstance(error, pg8000.dbapi.Error) and not isinstance(

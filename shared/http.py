@@ -2,8 +2,8 @@
 
 Every HTTP function rejects a bad request with a 4xx and a JSON body
 `{"error": <code>, "detail": <what was wrong and what to do>}`. Handlers
-raise `ApiError`; `json_api` turns it into that response and turns any
-other exception into a logged 500 that names an error id, never a trace.
+raise `ApiError`, and `json_api` turns it into that response. Any other
+exception becomes a logged 500 that names an error id, never a trace.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def append_log(
 
 
 def _without_env(pod: dict[str, Any]) -> dict[str, Any]:
-    """Drop container environments: the agent's holds its job token."""
+    """Drop container environments, because the agent's contains its job token."""
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         return pod

@@ -1,4 +1,4 @@
-"""What the job agent of an instance may do with its one work request.
+"""The job agent's calls on its one work request: fetch the inputs, report.
 
 The agent fetches the inputs (the request moves to PROCESSING and gets its
 `job_submitted_timestamp`), then posts either the model's rows (COMPLETED,
@@ -63,7 +63,7 @@ def fetch_job(connection: Connection, grant: JobGrant) -> Job:
         Status.PROCESSING,
         attempt=grant.attempt,
         job_submitted_timestamp=sa.func.now(),
-        # The agent asks for its job only after the model server answered
+        # The agent requests its job only after the model server passed
         # its health check, so the model is ready by now even when no Ready
         # pod event was seen (a fast run can finish before the next probe).
         pod_ready_timestamp=sa.func.coalesce(

@@ -1,11 +1,12 @@
 """Claim queued work requests of a model and start their instances.
 
 One scheduling pass for a model runs in short transactions. Each one locks
-the model's row (so two passes for the same model never both see a free
-slot), counts the model's running requests against `max_instances`, takes
-the oldest REQUESTED request (FIFO per model) and moves it to SCHEDULING with
-its attempt number raised. The instance is created after the commit; its
-name comes from the request id and attempt, so a retried create is a no-op.
+the model's row, so two passes for the same model never both see a free
+slot. It counts the model's running requests against `max_instances`,
+takes the oldest REQUESTED request (FIFO per model) and moves it to
+SCHEDULING with its attempt number raised. The instance is created after
+the commit. Its name comes from the request id and attempt, so a retried
+create is a no-op.
 
 Passes are idempotent: a duplicated or replayed event finds nothing to claim
 or no free slot, and never starts a second instance for a request.

@@ -2,7 +2,7 @@
 
 Every login attempt is recorded as a failure before the password is checked
 (under a per-account advisory lock), so parallel guesses count as much as
-serial ones; a successful login then deletes the failures of that account
+serial ones. A successful login then deletes the failures of that account
 from that address. Three limits apply within LOGIN_FAILURE_WINDOW_SECONDS:
 
 - per account and address (LOGIN_MAX_FAILURES_PER_ACCOUNT_ADDRESS, 5): the

@@ -26,7 +26,7 @@ OWNER = Owner(auth_type="anonymous", session_id=str(uuid.uuid4()))
 
 
 class RecordingRuntime:
-    """Keeps instances in memory; can be told to fail the next creates."""
+    """Keeps instances in memory, and fails the next `fail_creates` creates."""
 
     def __init__(self) -> None:
         self.instances: dict[str, InstanceSpec] = {}

@@ -1,9 +1,11 @@
 """The caller's own work requests and their results.
 
-`GET /` lists them (newest first; `?status=`, `?model_id=`, `?limit=`),
-`GET /<id>` returns one with its status and stage timestamps, and
-`GET /<id>/results?format=csv|json` returns the results, one row per input
-in input order. Requests of other owners answer 404.
+- `GET /` lists them, newest first (`?status=`, `?model_id=`, `?limit=`).
+- `GET /<id>` returns one with its status and stage timestamps.
+- `GET /<id>/results?format=csv|json` returns the results, one row per
+  input in input order.
+
+Requests of other owners return 404.
 """
 
 import flask

@@ -1,7 +1,7 @@
 """Fill a schema with expired work requests, their data and instance logs.
 
 Shared by the cleanup tests and `task bench:cleanup`. Rows are generated
-inside PostgreSQL, so 200,000 requests load in seconds.
+inside PostgreSQL, so 200,000 requests load in under a minute.
 """
 
 from __future__ import annotations

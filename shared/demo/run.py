@@ -1,11 +1,12 @@
 """Run work requests end to end on the demo models: `task demo`.
 
-Steps: use DATABASE_URL or start an embedded PostgreSQL, migrate, register
-the demo models, start the local stack (every function, the broker, the
-local runtime), open an anonymous session, submit the drug file to every
-demo model over HTTP, show progress while waiting, then print a table per
-request and write each result CSV. Exits 0 only when every request is
-COMPLETED with one row per input.
+It uses DATABASE_URL or starts an embedded PostgreSQL, migrates, and
+registers the demo models. It then starts the local stack (every
+function, the broker, the local runtime), opens an anonymous session and
+submits the drug file to every demo model over HTTP. While waiting it
+shows progress, then prints a table with a row per request and writes
+each result CSV. Exits 0 only when every request is COMPLETED with one
+row per input.
 """
 
 from __future__ import annotations

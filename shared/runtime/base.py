@@ -1,4 +1,4 @@
-"""What every instance runtime offers, and the names both runtimes share.
+"""The instance runtime interface, and the names both runtimes share.
 
 A model instance is one pod (or, locally, one pair of processes) that runs
 one work request: the model server plus the job agent. Both runtimes name,

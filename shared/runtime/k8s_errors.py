@@ -99,7 +99,7 @@ def status_message(error: ApiException) -> tuple[str, str]:
 def retry_after_seconds(headers: Mapping[str, str] | None) -> float:
     """Return the wait in seconds that a Retry-After header requests.
 
-    The header holds either whole seconds or an HTTP date. A missing,
+    The header contains either whole seconds or an HTTP date. A missing,
     unreadable or past value gives DEFAULT_RETRY_AFTER_SECONDS.
     """
     raw = (headers or {}).get("Retry-After")

@@ -120,7 +120,7 @@ def _error_text(response: requests.Response) -> str:
 
 
 def _json(response: requests.Response) -> Any:
-    """Decode the pod server's answer; a broken one counts as unavailable."""
+    """Decode the pod server's response body, or raise RuntimeUnavailable."""
     try:
         return response.json()
     except ValueError as error:
